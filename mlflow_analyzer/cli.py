@@ -1,0 +1,96 @@
+"""The ``mlflow-analyzer`` command: a thin argparse layer over the library.
+
+Each command lives in its own module, which exposes ``register(subparsers)``: it adds
+its parser and sets ``func`` to a ``run(args) -> int`` function. Command modules import
+only the standard library and light modules at import time; mlflow, pandas and jq are
+imported inside ``run`` where a store or a program actually needs them, so that commands
+over local files stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import AnalyzerError
+
+# Order is the order shown in --help.
+COMMAND_MODULES = [
+    "fetch",
+    "tree",
+    "health",
+    "extract",
+    "stats",
+    "findings",
+    "locate",
+    "report",
+    "validate",
+    "review",
+    "install",
+    "demo",
+]
+
+PROG = "mlflow-analyzer"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Find what is wrong in the MLflow traces of LLM and agent applications: errors "
+            "and their causes, slow spans, token cost, retries, wasted calls and "
+            "instrumentation gaps. Read-only against tracking stores."
+        ),
+        epilog="Run 'mlflow-analyzer COMMAND --help' for a command's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name and exc.name.endswith(f"commands.{name}"):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AnalyzerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into head & co: not an error worth a traceback.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("MLFLOW_ANALYZER_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+            "(set MLFLOW_ANALYZER_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

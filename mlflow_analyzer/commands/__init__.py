@@ -1,0 +1,1 @@
+"""One module per CLI command; see cli.py for the pattern."""
