@@ -1,0 +1,154 @@
+"""Options shared by commands: where traces come from, and how results are printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .sources import FileSource, Source, StoreQuery, open_store, parse_since
+
+# Past this many bytes, a result that could be unbounded (extract, tree) goes to a file and
+# stdout carries its path: agent harnesses truncate long tool output.
+DEFAULT_MAX_OUTPUT = 40_000
+
+
+def example_epilog(*lines: str) -> str:
+    return "Example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_source_options(p: argparse.ArgumentParser, *, files: bool = True) -> None:
+    g = p.add_argument_group("source (a tracking store, or trace files)")
+    if files:
+        g.add_argument(
+            "inputs",
+            nargs="*",
+            metavar="FILE",
+            help="trace JSON (as 'mlflow traces get' writes it), search JSON, JSONL or a folder",
+        )
+    g.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="sqlite:///mlflow.db, postgresql://…, mysql://…, http(s)://host:port, databricks, "
+        "or a file-store path (default: $MLFLOW_TRACKING_URI)",
+    )
+    g.add_argument("--experiment-id", help="experiment id")
+    g.add_argument("--experiment-name", help="experiment name (instead of --experiment-id)")
+    g.add_argument(
+        "--filter",
+        dest="filter_string",
+        help="MLflow trace filter, e.g. \"trace.status = 'ERROR'\" (AND only; see references/filters.md)",
+    )
+    g.add_argument(
+        "--order-by",
+        action="append",
+        help="timestamp_ms|execution_time_ms|status|name [ASC|DESC] (default: timestamp_ms DESC)",
+    )
+    g.add_argument("--max-traces", type=_positive_int, help="read at most N traces")
+    g.add_argument("--since", help="only traces newer than this: 30m, 24h, 7d, or an ISO date")
+
+
+def add_output_options(p: argparse.ArgumentParser, *, formats=("json", "text"), default="json") -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--format", choices=formats, default=default, help=f"output format (default: {default})")
+    g.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE instead of stdout")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+positive_int = _positive_int
+
+
+def store_query(args: argparse.Namespace) -> StoreQuery | None:
+    uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return None
+    return StoreQuery(
+        tracking_uri=uri,
+        experiment_id=getattr(args, "experiment_id", None) or (
+            None if getattr(args, "experiment_name", None) else os.environ.get("MLFLOW_EXPERIMENT_ID")
+        ),
+        experiment_name=getattr(args, "experiment_name", None),
+        filter_string=getattr(args, "filter_string", None),
+        order_by=getattr(args, "order_by", None),
+        max_traces=getattr(args, "max_traces", None),
+        since_ms=parse_since(args.since) if getattr(args, "since", None) else None,
+    )
+
+
+def open_source(args: argparse.Namespace, *, need_experiment: bool = True) -> Source:
+    """Trace files when given, else the tracking store from the flags or environment."""
+    inputs = getattr(args, "inputs", None) or []
+    if inputs:
+        store_flags = [
+            f
+            for f in ("tracking_uri", "experiment_id", "experiment_name", "filter_string")
+            if getattr(args, f, None)
+        ]
+        if store_flags:
+            raise UsageError(
+                "give trace files or a tracking store, not both "
+                f"(files plus --{store_flags[0].replace('_', '-').replace('-string', '')})"
+            )
+        return FileSource(inputs)
+    query = store_query(args)
+    if query is None:
+        raise UsageError(
+            "no traces given: pass trace files, or --tracking-uri (or $MLFLOW_TRACKING_URI) "
+            "with --experiment-id or --experiment-name"
+        )
+    if need_experiment and not (query.experiment_id or query.experiment_name):
+        raise UsageError("give --experiment-id or --experiment-name (or $MLFLOW_EXPERIMENT_ID)")
+    return open_store(query)
+
+
+def write_output(text: str, args: argparse.Namespace) -> None:
+    out = getattr(args, "output", None)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        print(json.dumps({"path": str(path), "bytes": path.stat().st_size}))
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+
+def spill_if_large(text: str, *, name: str, limit: int = DEFAULT_MAX_OUTPUT, summary: dict | None = None) -> str:
+    """Return text, or, when it is larger than ``limit``, write it to a file and return a
+    short JSON note with the path, so that agent harnesses do not truncate it silently."""
+    if len(text) <= limit:
+        return text
+    directory = Path(os.environ.get("MLFLOW_ANALYZER_SPILL_DIR") or tempfile.gettempdir()) / "mlflow-analyzer"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".out", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    note = {
+        "spilled_to": path,
+        "bytes": len(text.encode("utf-8")),
+        "reason": f"output larger than {limit} characters; read the file, or narrow the query (--limit)",
+    }
+    if summary:
+        note["summary"] = summary
+    return dump_json(note)
+
+
+def warn(message: str) -> None:
+    print(f"mlflow-analyzer: warning: {message}", file=sys.stderr)

@@ -1,0 +1,702 @@
+"""Where traces come from: files or a tracking store, streamed as normalized ``Trace``s.
+
+* :class:`FileSource` reads a trace JSON as ``mlflow traces get`` writes it, a search JSON
+  (``{"traces": [...]}``), JSONL (one trace per line) or a folder of these.
+* :class:`SqlStoreSource` reads an MLflow SQL tracking store (SQLite, PostgreSQL, MySQL)
+  directly and read-only, in batches: the span rows' JSON is exactly the span JSON of
+  ``Trace.to_dict()``. It avoids ``search_traces`` loading every span through the ORM
+  (and its SQLite paging crash in the CLI). A ``--filter`` is resolved by MLflow itself,
+  so the filter grammar is MLflow's own.
+* :class:`ApiSource` uses the public ``MlflowClient.search_traces`` with paging, for
+  tracking servers, Databricks and file stores.
+
+Nothing here writes to a store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+from .errors import InputError, NotFoundError, SourceError, UsageError
+from .model import Trace
+from .normalize import TAG_SPANS_LOCATION, trace_from_dict, trace_from_parts
+
+BATCH = 200  # traces per SQL round trip
+API_PAGE = 200  # traces per search_traces page over the public API
+
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+API_SCHEMES = ("http", "https", "databricks", "databricks-uc", "file", "uc")
+
+
+def quiet_mlflow_env() -> None:
+    """Environment that keeps MLflow quiet and bounded when we import it."""
+    os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
+    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ.setdefault("MLFLOW_SEARCH_TRACES_MAX_THREADS", "8")
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+
+
+# --- time ------------------------------------------------------------------------------------
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> int:
+    """'24h', '7d', '30m', '2w' or an ISO date/time -> epoch milliseconds."""
+    now = now or datetime.now(timezone.utc)
+    m = _SINCE.match(text.strip().lower())
+    if m:
+        delta = timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
+        return int((now - delta).timestamp() * 1000)
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither a duration (30m, 24h, 7d, 2w) nor an ISO date"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+# --- the common surface -------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """Base: ``iter_traces()`` streams traces; ``get_trace(id)`` fetches one."""
+
+    description: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def iter_traces(self) -> Iterator[Trace]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def iter_raw(self) -> Iterator[dict]:
+        """Traces as MLflow's own JSON (``Trace.to_dict()`` form)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def get_raw(self, trace_id: str) -> dict:
+        for raw in self.iter_raw():
+            if raw["info"].get("trace_id") == trace_id:
+                return raw
+        raise NotFoundError(f"trace {trace_id} not found in {self.description}")
+
+    def get_trace(self, trace_id: str) -> Trace:
+        return trace_from_dict(self.get_raw(trace_id))
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+class FileSource(Source):
+    def __init__(self, paths: list[str]):
+        super().__init__(description=", ".join(paths))
+        self.files: list[Path] = []
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                found = sorted(
+                    f for f in path.rglob("*") if f.suffix in (".json", ".jsonl") and f.is_file()
+                )
+                if not found:
+                    raise InputError(f"{p}: no .json or .jsonl trace files in this folder")
+                self.files.extend(found)
+            elif path.is_file():
+                self.files.append(path)
+            elif p == "-":
+                self.files.append(path)
+            else:
+                raise InputError(f"{p}: no such file or folder")
+
+    def iter_raw(self) -> Iterator[dict]:
+        for path in self.files:
+            yield from _read_trace_file(path)
+
+    def iter_traces(self) -> Iterator[Trace]:
+        for raw in self.iter_raw():
+            yield trace_from_dict(raw)
+
+
+def _read_trace_file(path: Path) -> Iterator[dict]:
+    import sys
+
+    name = str(path)
+    fh = sys.stdin if name == "-" else None
+    try:
+        if fh is None:
+            fh = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror})") from None
+    with fh:
+        first = ""
+        while True:  # peek the first non-blank character
+            ch = fh.read(1)
+            if not ch or not ch.isspace():
+                first = ch
+                break
+        if not first:
+            raise InputError(f"{name}: empty file, no traces")
+        text_start = first
+        if name.endswith(".jsonl"):
+            yield from _jsonl(fh, name, text_start)
+            return
+        rest = fh.read()
+        body = text_start + rest
+        try:
+            doc = json.loads(body)
+        except json.JSONDecodeError as exc:
+            # A JSONL file without the .jsonl suffix: several documents, one per line.
+            if "Extra data" in exc.msg and "\n" in body:
+                yield from _jsonl(iter(body.splitlines(keepends=True)), name, "")
+                return
+            raise InputError(
+                f"{name}: malformed or truncated JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+    yield from _documents(doc, name)
+
+
+def _jsonl(lines, name: str, prefix: str) -> Iterator[dict]:
+    count = 0
+    for lineno, line in enumerate(lines, start=1):
+        if lineno == 1:
+            line = prefix + line
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name}:{lineno}: malformed or truncated JSON line: {exc.msg}") from None
+        for d in _documents(doc, f"{name}:{lineno}"):
+            count += 1
+            yield d
+    if count == 0:
+        raise InputError(f"{name}: no traces in this file")
+
+
+def _documents(doc: Any, name: str) -> Iterator[dict]:
+    if isinstance(doc, dict) and "info" in doc:
+        _check_trace(doc, name)
+        yield doc
+    elif isinstance(doc, dict) and isinstance(doc.get("traces"), list):
+        if not doc["traces"]:
+            raise InputError(f"{name}: the search result holds no traces")
+        for t in doc["traces"]:
+            _check_trace(t, name)
+            yield t
+    elif isinstance(doc, list) and doc:
+        for t in doc:
+            _check_trace(t, name)
+            yield t
+    else:
+        raise InputError(
+            f"{name}: not MLflow trace JSON (expected a trace with 'info' and 'data', "
+            "a search result with 'traces', or JSONL of traces)"
+        )
+
+
+def _check_trace(doc: Any, name: str) -> None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("info"), dict):
+        raise InputError(f"{name}: an entry is not an MLflow trace (no 'info' object)")
+    info = doc["info"]
+    if not (info.get("trace_id") or info.get("request_id")):
+        raise InputError(f"{name}: a trace has no info.trace_id")
+
+
+# --- tracking stores -----------------------------------------------------------------------------
+
+
+@dataclass
+class StoreQuery:
+    tracking_uri: str
+    experiment_id: str | None = None
+    experiment_name: str | None = None
+    filter_string: str | None = None
+    order_by: list[str] | None = None
+    max_traces: int | None = None
+    since_ms: int | None = None
+
+    def mlflow_filter(self) -> str | None:
+        parts = []
+        if self.filter_string:
+            parts.append(self.filter_string)
+        if self.since_ms is not None:
+            parts.append(f"trace.timestamp_ms >= {self.since_ms}")
+        return " AND ".join(parts) or None
+
+
+def scheme_of(uri: str) -> str:
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri):
+        return uri.split("://", 1)[0].lower().split("+", 1)[0]
+    if uri in ("databricks", "databricks-uc", "uc") or uri.startswith("databricks://"):
+        return "databricks"
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", uri) and not re.match(r"^[a-zA-Z]:[\\/]", uri):
+        return uri.split(":", 1)[0].lower()
+    return "file"  # a plain path is a file store
+
+
+def open_store(query: StoreQuery) -> Source:
+    uri = query.tracking_uri
+    scheme = scheme_of(uri)
+    if scheme in SQL_SCHEMES:
+        return SqlStoreSource(query)
+    if scheme in API_SCHEMES:
+        return ApiSource(query)
+    raise UsageError(
+        f"unsupported tracking URI {uri!r}: use sqlite:///path.db, postgresql://, mysql://, "
+        "http(s)://host:port, databricks, or a file-store path"
+    )
+
+
+def _mlflow_error(exc: Exception, what: str) -> SourceError:
+    msg = str(getattr(exc, "message", None) or exc).strip().splitlines()[0][:300]
+    code = getattr(exc, "error_code", "")
+    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in msg.lower() or (
+        "does not exist" in msg.lower()
+    ):
+        return NotFoundError(f"{what}: {msg}")
+    return SourceError(f"{what}: {msg}")
+
+
+class ApiSource(Source):
+    """Any tracking store through the public MLflow client, paging search_traces."""
+
+    def __init__(self, query: StoreQuery):
+        super().__init__(description=query.tracking_uri)
+        self.query = query
+        quiet_mlflow_env()
+        _check_reachable(query.tracking_uri)
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=query.tracking_uri)
+        self.experiment_id = self._resolve_experiment() if (
+            query.experiment_id or query.experiment_name
+        ) else None
+
+    def _resolve_experiment(self) -> str:
+        q = self.query
+        try:
+            if q.experiment_id:
+                exp = self.client.get_experiment(str(q.experiment_id))
+            else:
+                exp = self.client.get_experiment_by_name(q.experiment_name)
+        except Exception as exc:  # MlflowException, connection errors
+            raise _mlflow_error(
+                exc, f"experiment {q.experiment_id or q.experiment_name!r} on {q.tracking_uri}"
+            ) from None
+        if exp is None:
+            raise NotFoundError(
+                f"experiment {q.experiment_name!r} not found on {q.tracking_uri}"
+            )
+        return exp.experiment_id
+
+    def iter_raw(self) -> Iterator[dict]:
+        if self.experiment_id is None:
+            raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
+        q = self.query
+        token = None
+        seen = 0
+        while True:
+            page = API_PAGE
+            if q.max_traces is not None:
+                page = min(page, q.max_traces - seen)
+                if page <= 0:
+                    return
+            try:
+                result = self.client.search_traces(
+                    locations=[self.experiment_id],
+                    filter_string=q.mlflow_filter(),
+                    max_results=page,
+                    order_by=q.order_by or ["timestamp_ms DESC"],
+                    page_token=token,
+                    include_spans=True,
+                )
+            except Exception as exc:
+                raise _mlflow_error(exc, f"searching traces on {q.tracking_uri}") from None
+            for t in result:
+                seen += 1
+                yield t.to_dict()
+            token = result.token
+            if not token or not len(result):
+                return
+
+    def iter_traces(self) -> Iterator[Trace]:
+        for raw in self.iter_raw():
+            yield trace_from_dict(raw)
+
+    def get_raw(self, trace_id: str) -> dict:
+        try:
+            t = self.client.get_trace(trace_id, display=False)
+        except Exception as exc:
+            raise _mlflow_error(exc, f"trace {trace_id}") from None
+        if t is None:
+            raise NotFoundError(f"trace {trace_id} not found on {self.query.tracking_uri}")
+        return t.to_dict()
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail fast with one line when an HTTP tracking server is not listening."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    if not parsed.hostname:
+        raise UsageError(f"malformed tracking URI {uri!r}: no host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise SourceError(
+            f"cannot reach the tracking server at {uri} ({exc.strerror or exc})"
+        ) from None
+
+
+class SqlStoreSource(Source):
+    """Read-only, batched reads of an MLflow SQL tracking store's trace tables."""
+
+    def __init__(self, query: StoreQuery):
+        super().__init__(description=query.tracking_uri)
+        self.query = query
+        self.engine = _engine(query.tracking_uri)
+        self._check_schema()
+        self.experiment_id = self._resolve_experiment() if (
+            query.experiment_id or query.experiment_name
+        ) else None
+        self._api: ApiSource | None = None
+
+    # -- plumbing
+    def _rows(self, sql: str, params: dict | None = None, expand: tuple[str, ...] = ()):
+        from sqlalchemy import bindparam, text
+
+        stmt = text(sql)
+        if expand:
+            stmt = stmt.bindparams(*(bindparam(n, expanding=True) for n in expand))
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(stmt, params or {}).fetchall()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise SourceError(f"reading {self.query.tracking_uri}: {first}") from None
+
+    def _check_schema(self) -> None:
+        from sqlalchemy import inspect
+
+        try:
+            names = set(inspect(self.engine).get_table_names())
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise SourceError(f"cannot open {self.query.tracking_uri}: {first}") from None
+        missing = {"experiments", "trace_info", "spans"} - names
+        if missing:
+            raise SourceError(
+                f"{self.query.tracking_uri} is not an MLflow 3 tracking store "
+                f"(missing tables: {', '.join(sorted(missing))})"
+            )
+
+    def _resolve_experiment(self) -> str:
+        q = self.query
+        if q.experiment_id is not None:
+            if not str(q.experiment_id).isdigit():
+                raise NotFoundError(f"experiment {q.experiment_id!r} not found in {q.tracking_uri}")
+            rows = self._rows(
+                "SELECT experiment_id FROM experiments WHERE experiment_id = :e",
+                {"e": int(q.experiment_id)},
+            )
+            what = f"experiment id {q.experiment_id}"
+        else:
+            rows = self._rows(
+                "SELECT experiment_id FROM experiments WHERE name = :n", {"n": q.experiment_name}
+            )
+            what = f"experiment {q.experiment_name!r}"
+        if not rows:
+            raise NotFoundError(f"{what} not found in {q.tracking_uri}")
+        return str(rows[0][0])
+
+    # -- which traces
+    _ORDER = {
+        "timestamp_ms": "timestamp_ms",
+        "timestamp": "timestamp_ms",
+        "execution_time_ms": "execution_time_ms",
+        "execution_time": "execution_time_ms",
+        "status": "status",
+        "name": "trace_name",
+    }
+
+    def _order_sql(self) -> str:
+        parts = []
+        for item in self.query.order_by or ["timestamp_ms DESC"]:
+            words = item.strip().split()
+            key = words[0].split(".", 1)[-1] if words else ""
+            col = self._ORDER.get(key)
+            if col is None:
+                raise UsageError(
+                    f"--order-by {item!r}: use timestamp_ms, execution_time_ms, status or name, "
+                    "optionally followed by ASC or DESC"
+                )
+            direction = words[1].upper() if len(words) > 1 else "ASC"
+            if direction not in ("ASC", "DESC"):
+                raise UsageError(f"--order-by {item!r}: direction must be ASC or DESC")
+            parts.append(f"{col} {direction}")
+        parts.append("request_id ASC")
+        return ", ".join(parts)
+
+    def trace_ids(self) -> list[str]:
+        if self.experiment_id is None:
+            raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
+        q = self.query
+        if q.filter_string:
+            return self._filtered_ids()
+        sql = "SELECT request_id FROM trace_info WHERE experiment_id = :e"
+        params: dict[str, Any] = {"e": int(self.experiment_id)}
+        if q.since_ms is not None:
+            sql += " AND timestamp_ms >= :since"
+            params["since"] = q.since_ms
+        sql += f" ORDER BY {self._order_sql()}"
+        if q.max_traces is not None:
+            sql += " LIMIT :lim"
+            params["lim"] = int(q.max_traces)
+        return [r[0] for r in self._rows(sql, params)]
+
+    def _filtered_ids(self) -> list[str]:
+        """Let MLflow evaluate its own filter grammar; we only take the ids."""
+        q = self.query
+        quiet_mlflow_env()
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=q.tracking_uri)
+        ids: list[str] = []
+        token = None
+        while True:
+            want = 5000
+            if q.max_traces is not None:
+                want = min(want, q.max_traces - len(ids))
+                if want <= 0:
+                    break
+            try:
+                page = client.search_traces(
+                    locations=[self.experiment_id],
+                    filter_string=q.mlflow_filter(),
+                    max_results=want,
+                    order_by=q.order_by or ["timestamp_ms DESC"],
+                    page_token=token,
+                    include_spans=False,
+                )
+            except Exception as exc:
+                raise _mlflow_error(exc, f"filter {q.filter_string!r}") from None
+            ids.extend(t.info.trace_id for t in page)
+            token = page.token
+            if not token or not len(page):
+                break
+        return ids
+
+    # -- reading
+    def iter_raw(self) -> Iterator[dict]:
+        ids = self.trace_ids()
+        for i in range(0, len(ids), BATCH):
+            yield from self._load_batch(ids[i : i + BATCH])
+
+    def iter_traces(self) -> Iterator[Trace]:
+        for raw in self.iter_raw():
+            yield trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
+
+    def get_raw(self, trace_id: str) -> dict:
+        found = self._load_batch([trace_id])
+        if not found:
+            raise NotFoundError(f"trace {trace_id} not found in {self.query.tracking_uri}")
+        return found[0]
+
+    def _load_batch(self, ids: list[str]) -> list[dict]:
+        p = {"ids": ids}
+        infos = self._rows(
+            "SELECT request_id, experiment_id, timestamp_ms, execution_time_ms, status, "
+            "request_preview, response_preview, client_request_id "
+            "FROM trace_info WHERE request_id IN :ids",
+            p,
+            ("ids",),
+        )
+        by_id: dict[str, dict] = {}
+        for rid, exp, ts, dur, status, req, resp, crid in infos:
+            info: dict[str, Any] = {
+                "trace_id": rid,
+                "trace_location": {
+                    "type": "MLFLOW_EXPERIMENT",
+                    "mlflow_experiment": {"experiment_id": str(exp)},
+                },
+                "request_time": _iso(ts),
+                "state": status,
+                "trace_metadata": {},
+                "tags": {},
+                "request_preview": req,
+                "execution_duration_ms": dur,
+            }
+            if resp is not None:
+                info["response_preview"] = resp
+            if crid is not None:
+                info["client_request_id"] = crid
+            by_id[rid] = {"info": info, "data": {"spans": []}}
+        if not by_id:
+            return []
+        for key, value, rid in self._rows(
+            "SELECT key, value, request_id FROM trace_request_metadata WHERE request_id IN :ids",
+            p,
+            ("ids",),
+        ):
+            by_id[rid]["info"]["trace_metadata"][key] = value
+        for key, value, rid in self._rows(
+            "SELECT key, value, request_id FROM trace_tags WHERE request_id IN :ids", p, ("ids",)
+        ):
+            by_id[rid]["info"]["tags"][key] = value
+        for row in self._rows(
+            "SELECT assessment_id, trace_id, name, assessment_type, value, error, "
+            "source_type, source_id, span_id, rationale, valid, created_timestamp "
+            "FROM assessments WHERE trace_id IN :ids ORDER BY created_timestamp",
+            p,
+            ("ids",),
+        ):
+            by_id[row[1]]["info"].setdefault("assessments", []).append(_assessment_row(row))
+        for rid, content in self._rows(
+            "SELECT trace_id, content FROM spans WHERE trace_id IN :ids", p, ("ids",)
+        ):
+            try:
+                by_id[rid]["data"]["spans"].append(json.loads(content))
+            except ValueError:
+                self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
+        out = []
+        for rid in ids:
+            raw = by_id.get(rid)
+            if raw is None:
+                continue
+            if not raw["data"]["spans"] and raw["info"]["tags"].get(TAG_SPANS_LOCATION) not in (
+                None,
+                "TRACKING_STORE",
+            ):
+                raw = self._via_api(rid) or raw  # spans kept in the artifact store (older traces)
+            out.append(raw)
+        return out
+
+    def _via_api(self, trace_id: str) -> dict | None:
+        quiet_mlflow_env()
+        from mlflow import MlflowClient
+
+        try:
+            return MlflowClient(tracking_uri=self.query.tracking_uri).get_trace(
+                trace_id, display=False
+            ).to_dict()
+        except Exception:
+            self.warnings.append(f"{trace_id}: spans are in the artifact store and could not be read")
+            return None
+
+    def count(self) -> int:
+        rows = self._rows(
+            "SELECT COUNT(*) FROM trace_info WHERE experiment_id = :e", {"e": int(self.experiment_id)}
+        )
+        return int(rows[0][0])
+
+
+def _assessment_row(row) -> dict:
+    aid, tid, name, atype, value, error, stype, sid, span_id, rationale, valid, _ = row
+    d: dict[str, Any] = {
+        "assessment_id": aid,
+        "assessment_name": name,
+        "trace_id": tid,
+        "source": {"source_type": stype, "source_id": sid},
+        "valid": bool(valid),
+    }
+    if span_id:
+        d["span_id"] = span_id
+    if rationale is not None:
+        d["rationale"] = rationale
+    val = _loads(value)
+    if atype == "expectation":
+        d["expectation"] = {"value": val}
+    elif atype == "issue":
+        d["issue"] = {"issue_name": val if isinstance(val, str) else name}
+    else:
+        fb: dict[str, Any] = {"value": val}
+        err = _loads(error) if error else None
+        if err:
+            fb["error"] = err if isinstance(err, dict) else {"error_message": str(err)}
+        d["feedback"] = fb
+    return d
+
+
+def _loads(text: Any) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _iso(ms: Any) -> str:
+    from .model import iso_ms
+
+    return iso_ms(int(ms or 0)) or ""
+
+
+def _engine(uri: str):
+    """A read-only SQLAlchemy engine. SQLite files open in mode=ro: nothing can be written."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    scheme = scheme_of(uri)
+    if scheme == "sqlite":
+        # sqlite:///relative.db and sqlite:////absolute/path.db: drop the URI's own slash.
+        path = uri.split("://", 1)[1].split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path
+        if not path or path == ":memory:":
+            raise UsageError(
+                f"malformed SQLite URI {uri!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
+            )
+        if not os.path.isfile(path):
+            raise SourceError(f"no SQLite tracking store at {path} (from {uri})")
+        import sqlite3
+
+        ro = f"file:{Path(path).resolve()}?mode=ro"
+        return create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(ro, uri=True), poolclass=NullPool
+        )
+    try:
+        return create_engine(uri, poolclass=NullPool)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise UsageError(f"malformed tracking URI {uri!r}: {first}") from None
+
+
+def checked(source: Source, traces: Iterator[Trace] | None = None) -> Iterator[Trace]:
+    """Stream traces, failing loudly instead of returning a silently empty result: no traces
+    at all, or traces none of whose spans carry a known attribute convention."""
+    from .normalize import known_convention
+
+    count = 0
+    known = False
+    for trace in traces if traces is not None else source.iter_traces():
+        count += 1
+        known = known or known_convention(trace)
+        yield trace
+    if count == 0:
+        what = source.description
+        query = getattr(source, "query", None)
+        if query is not None and query.mlflow_filter():
+            raise NotFoundError(f"no traces match {query.mlflow_filter()!r} in {what}")
+        raise NotFoundError(f"no traces in {what}")
+    if not known:
+        raise InputError(
+            f"none of the {count} traces carries MLflow, OpenTelemetry GenAI or OpenInference span "
+            "attributes: unknown attribute convention, nothing to analyze"
+        )
