@@ -152,3 +152,36 @@ def spill_if_large(text: str, *, name: str, limit: int = DEFAULT_MAX_OUTPUT, sum
 
 def warn(message: str) -> None:
     print(f"mlflow-analyzer: warning: {message}", file=sys.stderr)
+
+
+def add_trace_id_option(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--trace-id",
+        required=required,
+        help="the trace (tr-…); with files, picks it among the traces they hold",
+    )
+
+
+def one_raw_trace(args: argparse.Namespace) -> dict:
+    """The one trace a command is about, as MLflow's JSON: --trace-id from a store or files,
+    or the single trace a file holds."""
+    trace_id = getattr(args, "trace_id", None)
+    inputs = getattr(args, "inputs", None) or []
+    if not inputs:
+        if not trace_id:
+            raise UsageError("give --trace-id (with --tracking-uri or $MLFLOW_TRACKING_URI), or a trace file")
+        source = open_source(args, need_experiment=False)
+        return source.get_raw(trace_id)
+    source = open_source(args)
+    if trace_id:
+        return source.get_raw(trace_id)
+    found = None
+    for raw in source.iter_raw():
+        if found is not None:
+            raise UsageError(f"{source.description} holds several traces: pick one with --trace-id")
+        found = raw
+    if found is None:
+        from .errors import InputError
+
+        raise InputError(f"{source.description}: no traces")
+    return found

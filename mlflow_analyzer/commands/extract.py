@@ -1,0 +1,96 @@
+"""`mlflow-analyzer extract`: jq over traces, with named recipes on the normalized view."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..extract import RECIPES, recipe_help
+from ..options import add_source_options, add_trace_id_option, example_epilog, positive_int, spill_if_large, write_output
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="run a jq program or a named recipe over traces (normalized or raw view)",
+        description=(
+            "Run a jq program over each trace and print every result as one JSON line. Named "
+            "recipes read the normalized view, where attributes are decoded, span ids are hex "
+            "and assessments are always a list. --view raw runs your program on MLflow's own "
+            "JSON instead. --limit bounds the number of results; long strings are clipped "
+            "(--max-string); a large result is written to a file whose path is printed.\n\n"
+            "recipes:\n" + recipe_help()
+        ),
+        epilog=example_epilog(
+            "mlflow-analyzer extract --tracking-uri sqlite:///mlflow.db --experiment-id 1 --recipe errors --limit 20",
+            "mlflow-analyzer extract trace.json --program '.spans[] | select(.type == \"TOOL\") | .name'",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_source_options(p)
+    add_trace_id_option(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (listed above)")
+    g.add_argument("--program", "-p", metavar="JQ", help="a jq program, run once per trace")
+    p.add_argument(
+        "--view",
+        choices=("normalized", "raw"),
+        default="normalized",
+        help="the document jq sees (default: normalized; recipes always use normalized)",
+    )
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N results (default 50)")
+    p.add_argument("--max-string", type=int, default=1000, help="clip strings longer than N characters (0: never)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the results to FILE (JSONL)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..extract import clip_strings, compile_program, normalized_view, run_program
+    from ..normalize import trace_from_dict
+    from ..options import one_raw_trace, open_source
+    from ..sources import checked
+
+    program = RECIPES[args.recipe][1] if args.recipe else args.program
+    view = "normalized" if args.recipe else args.view
+    compiled = compile_program(program)
+
+    if args.trace_id:
+        raws = [one_raw_trace(args)]
+    else:
+        source = open_source(args)
+        raws = source.iter_raw()
+
+    def docs():
+        for raw in raws:
+            tid = raw["info"].get("trace_id")
+            if view == "raw":
+                yield tid, raw
+            else:
+                yield tid, normalized_view(trace_from_dict(raw))
+
+    lines = []
+    total = 0
+    traces_seen = 0
+    for traces_seen, (tid, doc) in enumerate(docs(), start=1):
+        for result in run_program(compiled, [(tid, doc)]):
+            total += 1
+            if len(lines) < args.limit:
+                lines.append(json.dumps(clip_strings(result, args.max_string), ensure_ascii=False, default=str))
+    if traces_seen == 0:
+        from ..errors import NotFoundError
+
+        raise NotFoundError("no traces to extract from")
+    text = "\n".join(lines)
+    if total > len(lines):
+        print(
+            f"mlflow-analyzer: {total} results over {traces_seen} traces; showing {len(lines)} (raise --limit)",
+            file=sys.stderr,
+        )
+    elif total == 0:
+        print(f"mlflow-analyzer: the program produced no results over {traces_seen} traces", file=sys.stderr)
+    if args.output:
+        write_output(text, args)
+    elif text:
+        sys.stdout.write(spill_if_large(text, name="extract", summary={"results": len(lines), "traces": traces_seen}) + "\n")
+    return 0
