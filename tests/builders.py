@@ -1,0 +1,60 @@
+"""Small traces written with MLflow's own tracing API, for tests that need exact shapes.
+
+A spec is a nested dict: {"name", "type", "ms": (start_offset, end_offset), "inputs",
+"outputs", "attributes", "error": (ExceptionClass, message) , "children": [...]}.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
+
+T0 = 1_790_000_000_000_000_000  # a fixed clock (2026-09-21), nanoseconds
+
+
+def open_store(path) -> tuple[str, str]:
+    import mlflow
+
+    uri = f"sqlite:///{path}"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.set_experiment("tests")
+    return uri, exp.experiment_id
+
+
+def write_trace(spec: dict, *, t0: int = T0, metadata: dict | None = None) -> str:
+    """Write one trace; returns its trace id."""
+    import mlflow
+
+    def start(node, parent):
+        s_ms, _ = node["ms"]
+        span = mlflow.start_span_no_context(
+            node["name"],
+            span_type=node.get("type", "UNKNOWN"),
+            parent_span=parent,
+            inputs=node.get("inputs"),
+            attributes=node.get("attributes"),
+            start_time_ns=t0 + int(s_ms * 1_000_000),
+            **({"metadata": metadata} if parent is None and metadata else {}),
+        )
+        for child in node.get("children", []):
+            start(child, span)
+        if "usage" in node:
+            span.set_attribute("mlflow.chat.tokenUsage", node["usage"])
+        if "outputs" in node:
+            span.set_outputs(node["outputs"])
+        if "error" in node:
+            exc_type, msg = node["error"]
+            try:
+                raise exc_type(msg)
+            except Exception as exc:  # noqa: BLE001 - recorded on the span
+                span.record_exception(exc)
+        elif node.get("status") == "ERROR":
+            span.set_status("ERROR")
+        span.end(end_time_ns=t0 + int(node["ms"][1] * 1_000_000))
+        return span
+
+    root = start(spec, None)
+    return root.trace_id
