@@ -644,9 +644,12 @@ def _loads(text: Any) -> Any:
 
 
 def _iso(ms: Any) -> str:
+    """Epoch ms as MLflow's protobuf JSON writes it: no fraction on whole seconds."""
     from .model import iso_ms
 
-    return iso_ms(int(ms or 0)) or ""
+    ms = int(ms or 0)
+    text = iso_ms(ms) or ""
+    return text.replace(".000Z", "Z") if ms % 1000 == 0 else text
 
 
 def _engine(uri: str):
