@@ -1,0 +1,162 @@
+"""The HTTP path against a real `mlflow server` on 127.0.0.1, fed by an OpenTelemetry
+client's OTLP/JSON export carrying GenAI and OpenInference attributes, plus MLflow's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from builders import write_trace
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_DISABLE_AGENT_HINT="1", MLFLOW_MODEL_CATALOG_URI="")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{d}/server.db",
+         "--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(d / "server.log", "w"), env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((d / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start")
+    yield {"url": url, "db": f"sqlite:///{d}/server.db"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _attr(k, v):
+    if isinstance(v, int):
+        return {"key": k, "value": {"intValue": str(v)}}
+    return {"key": k, "value": {"stringValue": v}}
+
+
+def _otlp(trace_hex, spans):
+    return {"resourceSpans": [{"resource": {"attributes": [_attr("service.name", "otel-agent")]},
+                               "scopeSpans": [{"scope": {"name": "tests"}, "spans": spans}]}]}
+
+
+def _span(trace_hex, span_hex, parent, name, start_ms, end_ms, attrs, error=None):
+    base = 1_790_000_000_000_000_000
+    d = {"traceId": trace_hex, "spanId": span_hex, "name": name, "kind": 1,
+         "startTimeUnixNano": str(base + start_ms * 1_000_000), "endTimeUnixNano": str(base + end_ms * 1_000_000),
+         "attributes": [_attr(k, v) for k, v in attrs.items()], "status": {"code": 1}}
+    if parent:
+        d["parentSpanId"] = parent
+    if error:
+        d["status"] = {"code": 2, "message": error}
+        d["events"] = [{"name": "exception", "timeUnixNano": str(base + end_ms * 1_000_000),
+                        "attributes": [_attr("exception.type", error.split(":")[0]),
+                                       _attr("exception.message", error.split(": ", 1)[1])]}]
+    return d
+
+
+@pytest.fixture(scope="module")
+def populated(server):
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server["url"])
+    exp = client.create_experiment("otel")
+    genai = _otlp("11" * 16, [
+        _span("11" * 16, "a1" * 8, None, "invoke_agent travel", 0, 2000, {"gen_ai.operation.name": "invoke_agent"}),
+        _span("11" * 16, "a2" * 8, "a1" * 8, "chat claude", 10, 900, {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+            "gen_ai.system": "anthropic", "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 80}),
+        _span("11" * 16, "a3" * 8, "a1" * 8, "execute_tool search", 950, 1900, {
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"},
+            error="TimeoutError: search timed out"),
+    ])
+    oi = _otlp("22" * 16, [
+        _span("22" * 16, "b1" * 8, None, "RAG chain", 0, 1500, {"openinference.span.kind": "CHAIN"}),
+        _span("22" * 16, "b2" * 8, "b1" * 8, "ChatOpenAI", 100, 1400, {
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+            "llm.token_count.prompt": 300, "llm.token_count.completion": 40, "input.value": '{"q": "hi"}'}),
+    ])
+    for payload in (genai, oi):
+        req = urllib.request.Request(
+            server["url"] + "/v1/traces", data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json", "x-mlflow-experiment-id": exp})
+        urllib.request.urlopen(req, timeout=30).read()
+    mlflow.set_tracking_uri(server["url"])
+    mlflow.set_experiment(experiment_id=exp)
+    native = write_trace({"name": "agent", "type": "AGENT", "ms": (0, 500), "inputs": {"q": 1}, "children": [
+        {"name": "llm", "type": "LLM", "ms": (10, 400), "attributes": {"mlflow.llm.model": "gpt-4o"},
+         "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}}]})
+    deadline = time.time() + 30
+    while time.time() < deadline and len(client.search_traces(locations=[exp], include_spans=False)) < 3:
+        time.sleep(0.5)
+    return {**server, "exp": exp, "native": native}
+
+
+def run(*args):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
+
+
+def test_stats_over_http_reads_all_conventions(populated):
+    r = run("stats", "--tracking-uri", populated["url"], "--experiment-id", populated["exp"])
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["trace_count"] == 3
+    spans = {x["name"]: x for x in s["spans"]}
+    assert spans["chat claude"]["type"] == "CHAT_MODEL" and spans["chat claude"]["tokens_total"] == 1280
+    assert spans["execute_tool search"]["type"] == "TOOL" and spans["execute_tool search"]["error_count"] == 1
+    assert spans["ChatOpenAI"]["type"] == "LLM" and spans["ChatOpenAI"]["tokens_total"] == 340
+    assert spans["llm"]["tokens_total"] == 15
+    assert {e["exception_type"] for e in s["errors"]} == {"TimeoutError"}
+    assert s["tokens"]["total"] == 1280 + 340 + 15
+    assert s["conventions"].get("gen_ai") or s["conventions"].get("mlflow")
+
+
+def test_same_figures_over_http_and_sqlite(populated):
+    a = json.loads(run("stats", "--tracking-uri", populated["url"], "--experiment-id", populated["exp"]).stdout)
+    b = json.loads(run("stats", "--tracking-uri", populated["db"], "--experiment-id", populated["exp"]).stdout)
+    for key in ("trace_count", "error_count", "latency_ms", "tokens", "spans", "errors"):
+        assert a[key] == b[key], key
+
+
+def test_tree_and_health_over_http(populated):
+    r = run("tree", "--tracking-uri", populated["url"], "--trace-id", populated["native"])
+    assert r.returncode == 0 and "llm [LLM]" in r.stdout
+    r = run("health", "--tracking-uri", populated["url"], "--trace-id", "tr-00000000000000000000000000000000")
+    assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_paging_over_http(populated, monkeypatch):
+    from mlflow_analyzer import sources
+
+    monkeypatch.setattr(sources, "API_PAGE", 1)
+    src = sources.ApiSource(sources.StoreQuery(populated["url"], experiment_id=populated["exp"]))
+    assert len({t.trace_id for t in src.iter_traces()}) == 3
+    src = sources.ApiSource(sources.StoreQuery(populated["url"], experiment_id=populated["exp"], max_traces=2))
+    assert len(list(src.iter_traces())) == 2
