@@ -27,7 +27,17 @@ from urllib.parse import urlparse
 
 from .errors import InputError, NotFoundError, SourceError, UsageError
 from .model import Trace
-from .normalize import TAG_SPANS_LOCATION, trace_from_dict, trace_from_parts
+from .normalize import (
+    META_COST,
+    META_SESSION,
+    META_TOKEN_USAGE,
+    TAG_SPANS_LOCATION,
+    TAG_TRACE_NAME,
+    trace_from_dict,
+    trace_from_parts,
+)
+
+PROMOTED_METADATA = (META_SESSION, META_TOKEN_USAGE, META_COST)
 
 BATCH = 200  # traces per SQL round trip
 API_PAGE = 200  # traces per search_traces page over the public API
@@ -396,7 +406,11 @@ class SqlStoreSource(Source):
         from sqlalchemy import inspect
 
         try:
-            names = set(inspect(self.engine).get_table_names())
+            inspector = inspect(self.engine)
+            names = set(inspector.get_table_names())
+            self._info_columns = (
+                {c["name"] for c in inspector.get_columns("trace_info")} if "trace_info" in names else set()
+            )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise SourceError(f"cannot open {self.query.tracking_uri}: {first}") from None
@@ -521,15 +535,18 @@ class SqlStoreSource(Source):
 
     def _load_batch(self, ids: list[str]) -> list[dict]:
         p = {"ids": ids}
+        promoted = [c for c in PROMOTED_COLUMNS if c in self._info_columns]
         infos = self._rows(
             "SELECT request_id, experiment_id, timestamp_ms, execution_time_ms, status, "
-            "request_preview, response_preview, client_request_id "
-            "FROM trace_info WHERE request_id IN :ids",
+            "request_preview, response_preview, client_request_id"
+            + "".join(f", {c}" for c in promoted)
+            + " FROM trace_info WHERE request_id IN :ids",
             p,
             ("ids",),
         )
         by_id: dict[str, dict] = {}
-        for rid, exp, ts, dur, status, req, resp, crid in infos:
+        for row in infos:
+            rid, exp, ts, dur, status, req, resp, crid = row[:8]
             info: dict[str, Any] = {
                 "trace_id": rid,
                 "trace_location": {
@@ -547,6 +564,7 @@ class SqlStoreSource(Source):
                 info["response_preview"] = resp
             if crid is not None:
                 info["client_request_id"] = crid
+            _promoted_metadata(info, dict(zip(promoted, row[8:])))
             by_id[rid] = {"info": info, "data": {"spans": []}}
         if not by_id:
             return []
@@ -555,11 +573,15 @@ class SqlStoreSource(Source):
             p,
             ("ids",),
         ):
-            by_id[rid]["info"]["trace_metadata"][key] = value
+            meta = by_id[rid]["info"]["trace_metadata"]
+            if key not in PROMOTED_METADATA or key not in meta:  # the columns win, as in MLflow
+                meta[key] = value
         for key, value, rid in self._rows(
             "SELECT key, value, request_id FROM trace_tags WHERE request_id IN :ids", p, ("ids",)
         ):
-            by_id[rid]["info"]["tags"][key] = value
+            tags = by_id[rid]["info"]["tags"]
+            if key not in tags:  # trace_name column wins
+                tags[key] = value
         for row in self._rows(
             "SELECT assessment_id, trace_id, name, assessment_type, value, error, "
             "source_type, source_id, span_id, rationale, valid, created_timestamp "
@@ -605,6 +627,39 @@ class SqlStoreSource(Source):
             "SELECT COUNT(*) FROM trace_info WHERE experiment_id = :e", {"e": int(self.experiment_id)}
         )
         return int(rows[0][0])
+
+
+# MLflow 3.x promotes some trace metadata to trace_info columns and rebuilds the metadata
+# from them when it reads a trace (see compatibility_metadata_from_columns in MLflow).
+PROMOTED_COLUMNS = (
+    "session_id",
+    "trace_name",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_input_tokens_above_1hr",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+)
+_TOKEN_COLUMNS = PROMOTED_COLUMNS[2:8]
+_COST_COLUMNS = PROMOTED_COLUMNS[8:]
+
+
+def _promoted_metadata(info: dict, cols: dict) -> None:
+    meta = info["trace_metadata"]
+    if cols.get("session_id") is not None:
+        meta[META_SESSION] = cols["session_id"]
+    if cols.get("trace_name") is not None:
+        info["tags"][TAG_TRACE_NAME] = cols["trace_name"]
+    usage = {c: int(cols[c]) for c in _TOKEN_COLUMNS if cols.get(c) is not None}
+    if usage:
+        meta[META_TOKEN_USAGE] = json.dumps(usage)
+    cost = {c: cols[c] for c in _COST_COLUMNS if cols.get(c) is not None}
+    if cost:
+        meta[META_COST] = json.dumps(cost)
 
 
 def _assessment_row(row) -> dict:

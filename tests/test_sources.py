@@ -24,6 +24,9 @@ def cli(*args, cwd=None):
 def _spec(i, fail=False):
     node = {"name": "agent", "type": "AGENT", "ms": (0, 100 + i * 10), "inputs": {"i": i}, "children": [
         {"name": "lookup", "type": "TOOL", "ms": (5, 50), "inputs": {"i": i}},
+        {"name": "answer", "type": "CHAT_MODEL", "ms": (50, 90), "inputs": {"i": i},
+         "attributes": {"mlflow.llm.model": "gpt-4o-mini", "mlflow.llm.provider": "openai"},
+         "usage": {"input_tokens": 100 + i, "output_tokens": 10, "total_tokens": 110 + i}},
     ]}
     if fail:
         node["children"][0]["error"] = (ValueError, f"bad input {i}")
@@ -38,7 +41,8 @@ def store(tmp_path_factory):
     uri, exp = open_store(tmp_path_factory.mktemp("src") / "s.db")
     ids = []
     for i in range(12):
-        ids.append(write_trace(_spec(i, fail=i % 4 == 0), t0=1_790_000_000_000_000_000 + i * 60_000_000_000))
+        meta = {"mlflow.trace.session": f"s-{i % 3}", "mlflow.trace.user": "u-1"} if i % 2 else None
+        ids.append(write_trace(_spec(i, fail=i % 4 == 0), t0=1_790_000_000_000_000_000 + i * 60_000_000_000, metadata=meta))
     raw = [mlflow.get_trace(t).to_dict() for t in ids]
     return {"uri": uri, "exp": exp, "ids": ids, "raw": raw}
 
@@ -51,8 +55,10 @@ def test_sqlite_reads_every_trace_identically_to_mlflow(store):
         mine = got[want["info"]["trace_id"]]
         assert mine["data"]["spans"] == sorted(want["data"]["spans"], key=lambda s: s["start_time_unix_nano"]) or \
             sorted(mine["data"]["spans"], key=lambda s: s["span_id"]) == sorted(want["data"]["spans"], key=lambda s: s["span_id"])
-        for key in ("state", "execution_duration_ms", "request_time", "request_preview", "trace_metadata"):
+        for key in ("state", "execution_duration_ms", "request_time", "request_preview", "trace_metadata", "tags"):
             assert mine["info"][key] == want["info"][key], key
+    sessions = {t.session_id for t in src.iter_traces()}
+    assert sessions == {None, "s-0", "s-1", "s-2"}  # promoted to trace_info.session_id by MLflow
 
 
 def test_filter_uses_mlflow_grammar_and_max_traces(store):
