@@ -66,7 +66,10 @@ SLOW_SHARE = 0.20  # ... that takes at least this share of its traces' latency
 SLOW_LLM_P95_MS = 15000.0
 GAP_MIN_MS = 300.0  # uninstrumented time worth naming
 GAP_MIN_SHARE = 0.5  # of the span's own duration
-SEQ_MAX_GAP_MS = 50.0  # siblings starting this soon after the previous one ended
+GAP_MIN_OCCURRENCE_SHARE = 0.10  # of the span's occurrences, unless seen often
+SEQ_MAX_GAP_MS = 50.0
+SEQ_MIN_SHARE = 0.10  # of the parent's occurrences, unless seen in many traces
+PARALLELIZABLE_TYPES = frozenset({"TOOL", "RETRIEVER"})  # siblings starting this soon after the previous one ended
 SEQ_MIN_SAVING_MS = 150.0
 GROWTH_MIN_TURNS = 3
 GROWTH_MIN_RATIO = 2.0
@@ -292,7 +295,9 @@ class FindingsAnalyzer:
         self.redundant: dict[str, _RedundantAgg] = defaultdict(_RedundantAgg)
         self.sequences: dict[tuple, _SeqAgg] = {}
         self.parent_counts: Counter = Counter()
-        self.simple: dict[str, _SimpleAgg] = defaultdict(_SimpleAgg)
+        self.simple: dict[tuple, _SimpleAgg] = defaultdict(_SimpleAgg)  # (span name, model)
+        self.span_models: dict[str, str] = {}
+        self.cost_top: dict[str, TopK] = defaultdict(TopK)
         self.no_usage: dict[str, list] = defaultdict(lambda: [0, 0, []])  # missing, total, ids
         self.no_model: dict[str, list] = defaultdict(lambda: [0, 0, []])
         self.orphan_traces = 0
@@ -345,7 +350,7 @@ class FindingsAnalyzer:
                         g.traces.add(tid)
 
             # instrumentation of LLM spans
-            if span.is_llm:
+            if span.is_llm and not span.is_error:
                 nu = self.no_usage[name]
                 nu[1] += 1
                 if not span.has_usage and not any(c.has_usage for c in span.children):
@@ -361,7 +366,7 @@ class FindingsAnalyzer:
 
             # simple tasks on expensive models: measured on counted LLM spans
             if span.is_llm and id(span) in counted and span.has_usage and span.model and not span.is_error:
-                s = self.simple[name]
+                s = self.simple[(name, span.model)]
                 s.count += 1
                 s.in_tokens.append(span.input_tokens or 0)
                 s.out_tokens.append(span.output_tokens or 0)
@@ -374,17 +379,11 @@ class FindingsAnalyzer:
                     s.priced = True
                     s.estimated |= est
                 s.top.add(cost or 0.0, tid)
+                self.span_models.setdefault(name, span.model)
+                self.cost_top[name].add(cost or 0.0, tid)
 
             if span.children:
                 self._siblings(trace, span, counted)
-        for root in trace.roots:
-            if root.orphan:
-                continue
-        if len(trace.roots) > 1 or trace.orphans:
-            # roots beyond the first real root are orphans or detached spans
-            pass
-
-        # sibling patterns at the top level too (several roots)
         if trace.orphans:
             self.orphan_traces += 1
             for s in trace.orphans:
@@ -510,7 +509,7 @@ class FindingsAnalyzer:
 
         # independent calls run one after another: consecutive non-LLM siblings with
         # distinct names, each starting right after the previous ended, none feeding the next
-        candidates = [c for c in kids if c.span_type not in ("LLM", "CHAT_MODEL", "AGENT") and not c.is_error]
+        candidates = [c for c in kids if c.span_type in PARALLELIZABLE_TYPES and not c.is_error]
         chain: list[Span] = []
 
         def flush(chain: list[Span]) -> None:
@@ -853,7 +852,7 @@ class FindingsAnalyzer:
             parent_n = self.parent_counts.get(s.parent, 0)
             if s.traces < 2 and ctx.n > 3:
                 continue
-            if parent_n and s.traces / parent_n < 0.1 and s.traces < 5:
+            if parent_n and s.traces / parent_n < SEQ_MIN_SHARE and s.traces < 20:
                 continue
             if any(r.parent == s.parent and set(s.names) <= set(r.names) for r in reported):
                 continue
@@ -964,7 +963,7 @@ class FindingsAnalyzer:
                             "confidence": 90,
                             "title": f"`{s['name']}` costs {_usd(per_day)}/day ({_pct(cost / total)} of spend)",
                             "span_names": [s["name"]],
-                            "trace_ids": self.simple[s["name"]].top.ids_desc() if s["name"] in self.simple else [],
+                            "trace_ids": self.cost_top[s["name"]].ids_desc() if s["name"] in self.cost_top else [],
                             "code": None,
                             "issue": (
                                 f"`{s['name']}` ({', '.join(s.get('models') or []) or 'unknown model'}) "
@@ -999,7 +998,8 @@ class FindingsAnalyzer:
             if tokens[-1] < GROWTH_MIN_TOKENS or tokens[-1] < GROWTH_MIN_RATIO * max(tokens[0], 1):
                 continue
             d = by_span.setdefault(
-                name, {"sessions": 0, "first": [], "last": [], "turns": 0, "excess_cost": 0.0, "ids": TopK(), "cost": 0.0}
+                name, {"sessions": 0, "first": [], "last": [], "turns": 0, "excess_cost": 0.0, "ids": TopK(), "cost": 0.0,
+                       "model": self.span_models.get(name)}
             )
             d["sessions"] += 1
             d["first"].append(tokens[0])
@@ -1016,8 +1016,7 @@ class FindingsAnalyzer:
             if d["sessions"] < 2 and ctx.n > 3:
                 continue
             per_day = d["excess_cost"] * ctx.per_day if ctx.per_day else None
-            models = self.simple[name].models.most_common(1) if name in self.simple else []
-            model = models[0][0] if models else None
+            model = d["model"]
             priority = "P0" if per_day and per_day > P0_COST_PER_DAY else "P1"
             first = sorted(d["first"])
             last = sorted(d["last"])
@@ -1068,10 +1067,9 @@ class FindingsAnalyzer:
         except ImportError:  # pragma: no cover
             return []
         out = []
-        for name, s in self.simple.items():
+        for (name, model), s in self.simple.items():
             if s.count < 3:
                 continue
-            model = s.models.most_common(1)[0][0]
             alt = pricing.cheaper_alternative(model)
             if not alt:
                 continue
@@ -1170,9 +1168,9 @@ class FindingsAnalyzer:
                 )
             )
         for name, g in self.gaps.items():
-            if g.gapped < 2 and ctx.n > 3:
+            if g.gapped < 3 and ctx.n > 3:
                 continue
-            if g.gapped < 0.3 * g.parents:
+            if g.gapped < GAP_MIN_OCCURRENCE_SHARE * g.parents and g.gapped < 10:
                 continue
             gaps = sorted(g.gap_ms)
             out.append(
@@ -1264,7 +1262,7 @@ class FindingsAnalyzer:
         out = []
         for a in ctx.stats.get("assessments", []):
             judged = a["passed"] + a["failed"]
-            if a["failed"] >= 2 and judged >= 3 and a["fail_rate"] and a["fail_rate"] >= 0.1:
+            if a["failed"] >= 3 and judged >= 5 and a["fail_rate"] and a["fail_rate"] >= 0.1:
                 rate = a["fail_rate"]
                 out.append(
                     {

@@ -65,6 +65,7 @@ def _cost(x: float | None) -> float | None:
 # --- message patterns ----------------------------------------------------------------------------
 
 _PATTERNS = [
+    (re.compile(r"(https?://[^\s?#)'\"]+)[?#][^\s)'\"]*"), r"\1?<query>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
     (re.compile(r"\btr-[0-9a-f]+\b"), "<trace>"),
     (re.compile(r"\b(?:req|msg|call|run|id)[_-][A-Za-z0-9]{6,}\b"), "<id>"),

@@ -1,0 +1,73 @@
+"""The whole analysis of a source in one pass, shared by `demo`, `report` and `review`:
+stats, findings and the latency sample for charts, then the review file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .findings import DEFAULT_MAX_FINDINGS, FindingsAnalyzer
+from .sources import Source, checked
+
+
+@dataclass
+class Analysis:
+    stats: dict[str, Any]
+    findings: list[dict[str, Any]]
+    findings_total: int
+    latencies: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"findings": self.findings, "findings_total": self.findings_total, "stats": self.stats}
+
+
+def analyze_source(
+    source: Source,
+    *,
+    max_findings: int | None = DEFAULT_MAX_FINDINGS,
+    repo: str | None = None,
+    required_tags: list[str] | None = None,
+) -> Analysis:
+    locate_result = None
+    if repo:
+        from .locate import scan
+
+        locate_result = scan(repo)
+    fa = FindingsAnalyzer(required_tags=required_tags)
+    for trace in checked(source):
+        fa.add(trace)
+    result = fa.result(max_findings=max_findings, locate_result=locate_result)
+    return Analysis(
+        stats=result["stats"],
+        findings=result["findings"],
+        findings_total=result["findings_total"],
+        latencies=list(fa.stats.latencies),
+    )
+
+
+def write_review_for(
+    analysis: Analysis,
+    root: str,
+    *,
+    branch: str,
+    commit: str,
+    charts: bool = True,
+    **render_kwargs: Any,
+) -> dict[str, Any]:
+    """Write the review file for an analysis and validate it; returns the paths and problems."""
+    from .review import write_review
+    from .validate import validate_review
+
+    written = write_review(
+        root,
+        analysis.stats,
+        analysis.findings,
+        branch=branch,
+        commit=commit,
+        latencies=analysis.latencies,
+        charts=charts,
+        **render_kwargs,
+    )
+    problems = validate_review(written["path"])
+    written["problems"] = [p.to_dict() for p in problems]
+    return written
