@@ -54,12 +54,12 @@ def distribution(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
-def _r(x: float | None, nd: int = 3) -> float | None:
-    return None if x is None else round(float(x), nd)
+def _r(x: float | None, nd: int | None = None) -> float | None:
+    """Figures are not rounded: checks compare them with values computed elsewhere."""
+    return None if x is None else float(x)
 
 
-def _cost(x: float | None) -> float | None:
-    return None if x is None else round(float(x), 6)
+_cost = _r
 
 
 # --- message patterns ----------------------------------------------------------------------------
