@@ -409,6 +409,7 @@ class FindingsAnalyzer:
                 if len(turns) < 200:
                     turns.append((trace.request_time_ms, tokens, tid, cost))
 
+        keys_in_trace: set[tuple] = set()
         for root_cause in trace.root_causes():
             key = (
                 root_cause.name,
@@ -418,8 +419,9 @@ class FindingsAnalyzer:
             x = self.err_extra[key]
             if len(x.times) < 20000:
                 x.times.append(trace.request_time_ms)
-            if trace.is_error:
-                x.trace_errors += 1
+            if trace.is_error and key not in keys_in_trace:
+                x.trace_errors += 1  # traces, not occurrences
+            keys_in_trace.add(key)
             node = trace.by_id.get(root_cause.parent_id) if root_cause.parent_id else None
             while node is not None:
                 if node.is_error:
@@ -614,14 +616,12 @@ class FindingsAnalyzer:
             title = f"`{span}` {label} in {traces} trace{'s' if traces != 1 else ''} ({_pct(rate)})"
             if cluster:
                 title += f", clustered in {cluster['window']}"
+            how = "slowly, as timeouts do" if e["failure_mode"] == "slow" else "fast"
             issue = (
-                f"{count} failure(s) of `{span}` with {e['exception_type']}: "
-                f"\"{e['example_message'][:160]}\". They fail {e['failure_mode']}ly "
-                f"(p50 {_ms(e['p50_ms'])} before failing)"
+                f"{count} failure(s) of `{span}` in {traces} trace(s) with {e['exception_type']}: "
+                f"\"{e['example_message'][:160]}\". They fail {how} "
+                f"(p50 {_ms(e['p50_ms'])} before failing)."
             )
-            if e["failure_mode"] == "slow":
-                issue = issue.replace("slowly", "slowly, as timeouts do")
-            issue += "."
             if ancestors:
                 issue += (
                     f" The error propagates to {', '.join(f'`{a}`' for a in ancestors)}: `{span}` is the "
