@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError, UsageError
+from ..options import add_source_options
 
 
 def register(sub) -> None:
@@ -20,23 +21,27 @@ def register(sub) -> None:
         help="write reviews/{branch}/REVIEW-mlflow-{commit}.md with charts",
         description=(
             "Write the review file reviews/{branch}/REVIEW-mlflow-{commit}.md (format: "
-            "references/review.schema.md) from the JSON of 'stats' and 'findings', with a "
+            "references/review.schema.md) from a trace source (analyzed here: stats and "
+            "findings, with code locations from --repo) or from the JSON of 'stats' and "
+            "'findings', with a "
             "latency chart and a cost-by-operation chart (PNG) beside it. Branch and commit "
             "come from git unless given. Prints {\"path\", \"charts\", \"findings_count\"} "
             "as JSON."
         ),
         epilog=(
             "Example:\n"
+            "  mlflow-analyzer report --tracking-uri sqlite:///mlflow.db --experiment-id 1 --repo .\n"
             "  mlflow-analyzer report --findings findings.json --branch main --commit abc1234"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_source_options(p)
     p.add_argument("--stats", metavar="FILE",
                    help="output of 'stats --format json' (default: the stats in --findings)")
     p.add_argument("--findings", metavar="FILE",
                    help="output of 'findings --format json' ({\"findings\": [...], \"stats\": {...}})")
     p.add_argument("--repo", default=".", metavar="DIR",
-                   help="git checkout giving branch, commit and the output root (default: .)")
+                   help="git checkout giving branch, commit, the output root and code locations (default: .)")
     p.add_argument("--branch", help="branch name (default: from git)")
     p.add_argument("--commit", help="commit, 7-40 hex digits (default: short HEAD from git)")
     p.add_argument("--pr", type=int, metavar="N", help="pull request number")
@@ -59,10 +64,15 @@ def _load_json(path: str, what: str):
 
 
 def build_inputs(args) -> tuple[dict, list[dict]]:
-    """``(stats, findings)`` for the review, from ``--stats`` / ``--findings`` files."""
+    """``(stats, findings)`` for the review: analyzed from a trace source (files or a
+    store), or read from ``--stats`` / ``--findings`` files."""
     if not args.stats and not args.findings:
-        raise UsageError("give --findings FILE (output of 'findings --format json') "
-                         "and/or --stats FILE")
+        from ..analysis import analyze_source
+        from ..options import open_source
+
+        analysis = analyze_source(open_source(args), repo=args.repo)
+        args._latencies = analysis.latencies
+        return analysis.stats, analysis.findings
     stats, findings = None, []
     if args.findings:
         data = _load_json(args.findings, "findings")
@@ -93,11 +103,15 @@ def run(args) -> int:
             raise UsageError(f"{exc} (give --branch and --commit)") from None
         branch, commit = branch or git_branch, commit or git_commit
     root = args.output_dir or git_root(args.repo) or args.repo
+    if args.output_dir:
+        Path(root).mkdir(parents=True, exist_ok=True)
     if not Path(root).is_dir():
         raise UsageError(f"not a folder: {root}")
     result = write_review(
         root, stats, findings, branch=branch, commit=commit, charts=not args.no_charts,
+        latencies=getattr(args, "_latencies", None),
         pr_number=args.pr, reviewer_model=args.model, scope=args.scope,
     )
     print(json.dumps(result))
     return 0
+
