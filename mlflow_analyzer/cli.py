@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tree",
     "health",
     "extract",
+    "session",
     "stats",
     "findings",
     "locate",

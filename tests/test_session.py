@@ -1,0 +1,37 @@
+"""`session`: a conversation rebuilt as turns, and the list of sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run(*args):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
+
+
+def test_growing_session_rebuilt_in_order(corpus):
+    p = next(p for p in corpus["problems"] if p["kind"] == "growing_prompt")
+    sid = p["details"]["sessions"][0]
+    r = run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"], "--session-id", sid)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    times = [t["request_time"] for t in s["turns"]]
+    assert times == sorted(times) and s["summary"]["turns"] == len(times) >= 3
+    assert s["summary"]["prompt_grows_every_turn"] is True
+    assert all(isinstance(t["user"], str) for t in s["turns"])
+    text = run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"],
+               "--session-id", sid, "--format", "text").stdout
+    assert "--- turn 1" in text and "grows every turn" in text
+
+
+def test_list_and_unknown(corpus):
+    r = run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"], "--list")
+    listing = json.loads(r.stdout)
+    assert listing["sessions"] == corpus["sessions"] if isinstance(corpus["sessions"], int) else listing["sessions"] > 0
+    assert listing["traces_without_session"] > 0
+    r = run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"], "--session-id", "nope")
+    assert r.returncode == 1 and "no traces with session id" in r.stderr
