@@ -278,9 +278,10 @@ def estimate_cost(
     Cache tokens are always priced at the cache rates; the question is whether
     ``input_tokens`` already counts them. APIs disagree: Anthropic's ``input_tokens``
     excludes cache reads and writes, OpenAI's and Gemini's prompt tokens include cached
-    tokens. MLflow 3.x autologging normalizes both to *include* them
-    (``mlflow/anthropic/autolog.py`` adds cache tokens to ``input_tokens``), and so do the
-    OpenTelemetry GenAI and OpenInference conventions.
+    tokens. MLflow's autologging records both the same way, cache tokens *included* (its
+    Anthropic autolog adds them to ``input_tokens``: ``mlflow/anthropic/autolog.py`` in
+    3.17), and the OpenTelemetry GenAI and OpenInference conventions count them in the
+    input too.
 
     ``input_includes_cache``:
 
@@ -290,7 +291,7 @@ def estimate_cost(
     - ``None`` (default): decide per call. When ``cache_read + cache_write`` exceeds
       ``input_tokens`` the cache tokens cannot be part of it, so they are priced on top
       (``False``); otherwise they are taken as included (``True``), which is what traces
-      recorded by MLflow 3.x carry. Without cache tokens both readings agree.
+      recorded by MLflow carry. Without cache tokens both readings agree.
     """
     price = lookup(model, provider)
     if price is None:
@@ -305,11 +306,12 @@ def estimate_cost(
 
 
 def cheaper_alternative(model: str) -> tuple[str, float] | None:
-    """A cheaper tier of the same provider for ``model``, and its price ratio.
+    """A cheaper tier of the same provider for ``model``, and how many times cheaper it is.
 
-    Returns ``(name, ratio)`` where ``ratio`` is the alternative's price as a fraction of
-    the model's (0.2 means it costs a fifth), both priced at a 3:1 input:output token mix;
-    e.g. opus -> sonnet -> haiku, ``gpt-4o`` -> ``gpt-4o-mini``, Gemini pro -> flash.
+    Returns ``(name, ratio)`` where ``ratio`` = the model's price / the alternative's price,
+    both at a 3:1 input:output token mix, so always > 1 (5.0: a fifth of the price; moving
+    a cost C saves ``C * (1 - 1 / ratio)``). The tiers go one step down within a family:
+    opus -> sonnet -> haiku, ``gpt-4o`` -> ``gpt-4o-mini``, Gemini pro -> flash -> flash-lite.
     None when the model is unknown, already the cheapest tier the table knows, or the
     named tier is not cheaper.
     """
@@ -317,6 +319,6 @@ def cheaper_alternative(model: str) -> tuple[str, float] | None:
     if price is None or not price.cheaper:
         return None
     alt = _prices().get(price.cheaper)
-    if alt is None or price.blended <= 0 or alt.blended >= price.blended:
+    if alt is None or alt.blended <= 0 or alt.blended >= price.blended:
         return None
-    return alt.name, round(alt.blended / price.blended, 4)
+    return alt.name, round(price.blended / alt.blended, 3)

@@ -154,10 +154,13 @@ def test_cache_read_is_cheaper_than_input():
 
 
 def test_cheaper_alternative():
-    assert pricing.cheaper_alternative("claude-opus-4-5-20251101") == ("claude-sonnet-4-5", 0.6)
-    name, ratio = pricing.cheaper_alternative("claude-sonnet-4-5")
-    assert name == "claude-haiku-4-5" and ratio == pytest.approx(1 / 3, abs=1e-3)
-    assert pricing.cheaper_alternative("openai/gpt-4o")[0] == "gpt-4o-mini"
+    # ratio = how many times cheaper (current price / alternative price, 3:1 in:out mix)
+    name, ratio = pricing.cheaper_alternative("claude-opus-4-5-20251101")
+    assert name == "claude-sonnet-4-5" and ratio == pytest.approx(5 / 3, abs=1e-3)
+    assert pricing.cheaper_alternative("claude-sonnet-4-5") == ("claude-haiku-4-5", 3.0)
+    assert pricing.cheaper_alternative("claude-opus-4-1") == ("claude-sonnet-4", 5.0)
+    name, ratio = pricing.cheaper_alternative("openai/gpt-4o")
+    assert name == "gpt-4o-mini" and ratio == pytest.approx(16.667, abs=1e-3)
     assert pricing.cheaper_alternative("gemini-2.5-pro")[0] == "gemini-2.5-flash"
     assert pricing.cheaper_alternative("gemini-2.5-flash")[0] == "gemini-2.5-flash-lite"
     assert pricing.cheaper_alternative("gpt-4o-mini") is None  # bottom tier
@@ -172,7 +175,7 @@ def test_every_cheaper_alternative_is_cheaper_and_same_provider():
             alt = prices[price.cheaper]
             assert alt.provider == price.provider, price.name
             name, ratio = pricing.cheaper_alternative(price.name)
-            assert name == alt.name and 0 < ratio < 1, price.name
+            assert name == alt.name and ratio > 1, price.name
 
 
 def test_table_file_contract():
