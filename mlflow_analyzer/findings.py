@@ -43,23 +43,16 @@ from .stats import (
     span_cost,
 )
 
-CATEGORIES = (
-    "high_cost",
-    "latency_issue",
-    "error_pattern",
-    "missing_instrumentation",
-    "inefficient_pattern",
-    "retry_issue",
-)
-PRIORITIES = ("P0", "P1", "P2", "P3")
-MIN_CONFIDENCE = 70
-DEFAULT_MAX_FINDINGS = 10
+from .review_schema import CATEGORIES as _CATEGORY_DOCS
+from .review_schema import CONFIDENCE_FLOOR as MIN_CONFIDENCE
+from .review_schema import MAX_FINDINGS as DEFAULT_MAX_FINDINGS
+from .review_schema import P0_COST_PER_DAY_USD as P0_COST_PER_DAY
+from .review_schema import P0_ERROR_RATE, P0_LATENCY_MS
+from .review_schema import PRIORITIES as _PRIORITY_DOCS
 
-# Priority rules of the review: P0 for a cost spike over $10/day, latency over 5 s or an
-# error rate over 10%.
-P0_COST_PER_DAY = 10.0
-P0_LATENCY_MS = 5000.0
-P0_ERROR_RATE = 0.10
+# The schema module is the one place for categories, priorities and their rules.
+CATEGORIES = tuple(_CATEGORY_DOCS)
+PRIORITIES = tuple(_PRIORITY_DOCS)
 
 SLOW_NON_LLM_P95_MS = 1000.0  # a tool or retriever slower than this at p95 ...
 SLOW_SHARE = 0.20  # ... that takes at least this share of its traces' latency

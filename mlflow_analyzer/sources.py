@@ -317,32 +317,8 @@ class ApiSource(Source):
     def iter_raw(self) -> Iterator[dict]:
         if self.experiment_id is None:
             raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
-        q = self.query
-        token = None
-        seen = 0
-        while True:
-            page = API_PAGE
-            if q.max_traces is not None:
-                page = min(page, q.max_traces - seen)
-                if page <= 0:
-                    return
-            try:
-                result = self.client.search_traces(
-                    locations=[self.experiment_id],
-                    filter_string=q.mlflow_filter(),
-                    max_results=page,
-                    order_by=q.order_by or ["timestamp_ms DESC"],
-                    page_token=token,
-                    include_spans=True,
-                )
-            except Exception as exc:
-                raise _mlflow_error(exc, f"searching traces on {q.tracking_uri}") from None
-            for t in result:
-                seen += 1
-                yield t.to_dict()
-            token = result.token
-            if not token or not len(result):
-                return
+        for t in search_pages(self.client, self.experiment_id, self.query, include_spans=True, page_size=API_PAGE):
+            yield t.to_dict()
 
     def iter_traces(self) -> Iterator[Trace]:
         for raw in self.iter_raw():
@@ -356,6 +332,34 @@ class ApiSource(Source):
         if t is None:
             raise NotFoundError(f"trace {trace_id} not found on {self.query.tracking_uri}")
         return t.to_dict()
+
+
+def search_pages(client, experiment_id: str, q: StoreQuery, *, include_spans: bool, page_size: int):
+    """Traces from MlflowClient.search_traces, page after page, up to ``q.max_traces``."""
+    token = None
+    seen = 0
+    while True:
+        want = page_size if q.max_traces is None else min(page_size, q.max_traces - seen)
+        if want <= 0:
+            return
+        try:
+            page = client.search_traces(
+                locations=[experiment_id],
+                filter_string=q.mlflow_filter(),
+                max_results=want,
+                order_by=q.order_by or ["timestamp_ms DESC"],
+                page_token=token,
+                include_spans=include_spans,
+            )
+        except Exception as exc:
+            what = f"filter {q.filter_string!r}" if q.filter_string else f"searching traces on {q.tracking_uri}"
+            raise _mlflow_error(exc, what) from None
+        for t in page:
+            seen += 1
+            yield t
+        token = page.token
+        if not token or not len(page):
+            return
 
 
 def _check_reachable(uri: str) -> None:
@@ -492,30 +496,8 @@ class SqlStoreSource(Source):
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=q.tracking_uri)
-        ids: list[str] = []
-        token = None
-        while True:
-            want = 5000
-            if q.max_traces is not None:
-                want = min(want, q.max_traces - len(ids))
-                if want <= 0:
-                    break
-            try:
-                page = client.search_traces(
-                    locations=[self.experiment_id],
-                    filter_string=q.mlflow_filter(),
-                    max_results=want,
-                    order_by=q.order_by or ["timestamp_ms DESC"],
-                    page_token=token,
-                    include_spans=False,
-                )
-            except Exception as exc:
-                raise _mlflow_error(exc, f"filter {q.filter_string!r}") from None
-            ids.extend(t.info.trace_id for t in page)
-            token = page.token
-            if not token or not len(page):
-                break
-        return ids
+        pages = search_pages(client, self.experiment_id, q, include_spans=False, page_size=5000)
+        return [t.info.trace_id for t in pages]
 
     # -- reading
     def iter_raw(self) -> Iterator[dict]:

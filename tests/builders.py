@@ -58,3 +58,23 @@ def write_trace(spec: dict, *, t0: int = T0, metadata: dict | None = None) -> st
 
     root = start(spec, None)
     return root.trace_id
+
+
+def cli(*args, cwd=None, env_extra=None, timeout=600):
+    """Run `python -m mlflow_analyzer ARGS` as a user would, without the test's own MLflow
+    environment (set_tracking_uri/set_experiment export MLFLOW_* variables)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def cli_ok(*args, **kw) -> str:
+    """Run the CLI, assert success, return stdout."""
+    r = cli(*args, **kw)
+    assert r.returncode == 0, f"{args}: {r.stderr[-2000:]}"
+    return r.stdout

@@ -9,13 +9,11 @@ import sys
 
 import pytest
 
+from builders import cli as run
+
 from mlflow_analyzer.extract import RECIPES
 
 
-def run(*args, cwd=None, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,14 @@ import sys
 
 import pytest
 
+from builders import cli_ok as run
+
 from mlflow_analyzer.findings import CATEGORIES, analyze
 from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
 
 FIELDS = ["id", "category", "priority", "confidence", "title", "span_names", "trace_ids", "code", "issue", "impact", "suggestion"]
 
 
-def run(*args):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    r = subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 @pytest.fixture(scope="module")

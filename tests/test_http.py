@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from builders import cli as run
 from builders import write_trace
 
 
@@ -118,9 +119,6 @@ def populated(server):
     return {**server, "exp": exp, "native": native}
 
 
-def run(*args):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
 
 
 def test_stats_over_http_reads_all_conventions(populated):
@@ -155,7 +153,7 @@ def test_tree_and_health_over_http(populated):
 def test_paging_over_http(populated, monkeypatch):
     from mlflow_analyzer import sources
 
-    monkeypatch.setattr(sources, "API_PAGE", 1)
+    monkeypatch.setattr(sources, "API_PAGE", 1)  # one trace per page: paging must still see all
     src = sources.ApiSource(sources.StoreQuery(populated["url"], experiment_id=populated["exp"]))
     assert len({t.trace_id for t in src.iter_traces()}) == 3
     src = sources.ApiSource(sources.StoreQuery(populated["url"], experiment_id=populated["exp"], max_traces=2))

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
+from builders import cli as run
 
-def run(*args):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
+
 
 
 def test_growing_session_rebuilt_in_order(corpus):

@@ -9,16 +9,11 @@ import sys
 
 import pytest
 
-from builders import open_store, write_trace
+from builders import cli, open_store, write_trace
 from mlflow_analyzer.errors import InputError, NotFoundError, SourceError, UsageError
 from mlflow_analyzer.sources import FileSource, SqlStoreSource, StoreQuery, parse_since
 
 
-def cli(*args, cwd=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    return subprocess.run(
-        [sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, cwd=cwd, env=env
-    )
 
 
 def _spec(i, fail=False):

@@ -12,14 +12,11 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from builders import cli_ok as run
+
 from mlflow_analyzer.stats import message_pattern, percentile
 
 
-def run(*args):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    r = subprocess.run([sys.executable, "-m", "mlflow_analyzer", *args], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 @pytest.fixture(scope="module")
