@@ -1,0 +1,226 @@
+"""`mlflow-analyzer install`: into a temporary repository, twice, then --uninstall, leaves
+exactly the expected trees; it never overwrites what it did not write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlflow_analyzer.install import MANIFEST_NAME, InstallError, find_pack_root, pack_files
+
+from doc_helpers import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under root: files by content and mtime, links by target, folders."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def install(*args: str, home: Path | None = None):
+    saved = os.environ.get("HOME")
+    if home is not None:
+        os.environ["HOME"] = str(home)
+    try:
+        r = run_cli(["install", *args])
+    finally:
+        if home is not None:
+            os.environ["HOME"] = saved
+    return r
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A repository that already has its own Claude Code settings and a skill of its own."""
+    root = tmp_path / "project"
+    (root / ".claude" / "skills" / "their-skill").mkdir(parents=True)
+    (root / ".claude" / "settings.json").write_text('{"permissions": {"allow": []}}\n')
+    (root / ".claude" / "skills" / "their-skill" / "SKILL.md").write_text("---\nname: their-skill\n---\n")
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("print('hi')\n")
+    return root
+
+
+def expected_files() -> set[str]:
+    return {f".claude/{rel}" for rel in pack_files(REPO)}
+
+
+def test_pack_root_is_this_checkout():
+    assert find_pack_root() == REPO
+    names = {rel.split("/")[1] for rel in pack_files(REPO) if rel.startswith("skills/")}
+    assert names == {"analyze-mlflow-trace", "analyze-mlflow-experiment", "analyze-mlflow-session"}
+    assert "agents/mlflow-analyzer.md" in pack_files(REPO)
+    assert "references/review.schema.md" in pack_files(REPO)
+
+
+def test_install_twice_then_uninstall(project):
+    before = tree(project)
+
+    r = install("--target", str(project))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["mode"] == "copy" and Path(result["dest"]) == project / ".claude"
+    after = tree(project)
+    added = set(after) - set(before)
+    files = {p for p in added if after[p][0] == "file"}
+    assert files == expected_files() | {f".claude/{MANIFEST_NAME}"}
+    assert {p for p in added if after[p][0] == "dir"} == {
+        ".claude/agents", ".claude/references",
+        *{str(Path(f).parent) for f in expected_files() if f.startswith(".claude/skills/")},
+    }
+    for rel, src in pack_files(REPO).items():  # copies, byte for byte
+        assert (project / ".claude" / rel).read_bytes() == src.read_bytes()
+    assert all(before[p] == after[p] for p in before), "a file that was there changed"
+
+    # Twice: nothing changes, not even a modification time.
+    r = install("--target", str(project))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["written"] == []
+    assert tree(project) == after
+
+    # Uninstall: exactly the tree there was.
+    r = install("--target", str(project), "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)["removed"]) == sorted(pack_files(REPO))
+    assert tree(project) == before
+
+
+def test_install_into_a_bare_folder_and_back(tmp_path):
+    r = install("--target", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / ".claude" / "skills" / "analyze-mlflow-trace" / "SKILL.md").is_file()
+    r = install("--target", str(tmp_path), "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.iterdir()) == [], "uninstall leaves the folders it created"
+
+
+def test_never_overwrites_a_file_it_did_not_write(project):
+    theirs = project / ".claude" / "agents" / "mlflow-analyzer.md"
+    theirs.parent.mkdir()
+    theirs.write_text("my own agent\n")
+    before = tree(project)
+    r = install("--target", str(project))
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "refusing to overwrite" in r.stderr and "mlflow-analyzer.md" in r.stderr
+    assert tree(project) == before, "a refused install writes nothing"
+
+
+def test_edited_files_are_kept(project):
+    assert install("--target", str(project)).returncode == 0
+    edited = project / ".claude" / "skills" / "analyze-mlflow-trace" / "SKILL.md"
+    edited.write_text(edited.read_text() + "\nMy notes.\n")
+
+    # Reinstalling would overwrite the edit: refused.
+    r = install("--target", str(project))
+    assert r.returncode == 1 and "refusing to overwrite" in r.stderr
+    assert edited.read_text().endswith("My notes.\n")
+
+    # Uninstalling removes the rest and keeps the edited file (and its manifest entry).
+    r = install("--target", str(project), "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kept"] == ["skills/analyze-mlflow-trace/SKILL.md"]
+    assert edited.is_file()
+    assert not (project / ".claude" / "agents").exists()
+    manifest = json.loads((project / ".claude" / MANIFEST_NAME).read_text())
+    assert list(manifest["files"]) == ["skills/analyze-mlflow-trace/SKILL.md"]
+    # Once the user deletes it, a second uninstall finishes the job.
+    edited.unlink()
+    assert install("--target", str(project), "--uninstall").returncode == 0
+    assert not (project / ".claude" / MANIFEST_NAME).exists()
+    assert not (project / ".claude" / "skills" / "analyze-mlflow-trace").exists()
+    assert (project / ".claude" / "skills" / "their-skill" / "SKILL.md").is_file()
+
+
+def test_link_mode(project):
+    before = tree(project)
+    r = install("--target", str(project), "--link")
+    assert r.returncode == 0, r.stderr
+    claude = project / ".claude"
+    trace_skill = claude / "skills" / "analyze-mlflow-trace"
+    assert trace_skill.is_symlink() and trace_skill.resolve() == REPO / "skills" / "analyze-mlflow-trace"
+    assert (claude / "agents" / "mlflow-analyzer.md").resolve() == REPO / "agents" / "mlflow-analyzer.md"
+    # Links from the skills to the shared references resolve in the installed tree too.
+    assert (trace_skill / "SKILL.md").is_file() and (claude / "references" / "cli.md").is_file()
+    linked = tree(project)
+    assert json.loads(install("--target", str(project), "--link").stdout)["written"] == []
+    assert tree(project) == linked
+    # Switching to copies needs an uninstall first.
+    r = install("--target", str(project))
+    assert r.returncode == 1 and "--uninstall" in r.stderr
+    assert install("--target", str(project), "--uninstall").returncode == 0
+    assert tree(project) == before
+
+
+def test_user_install_goes_to_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    r = install("--user", home=home)
+    assert r.returncode == 0, r.stderr
+    assert (home / ".claude" / "agents" / "mlflow-analyzer.md").is_file()
+    assert install("--user", "--uninstall", home=home).returncode == 0
+    assert list(home.iterdir()) == []
+
+
+def test_update_removes_what_the_pack_no_longer_ships(project, tmp_path):
+    pack = tmp_path / "pack"
+    for part in ("skills", "agents", "references"):
+        shutil.copytree(REPO / part, pack / part)
+    assert install("--target", str(project), "--pack", str(pack)).returncode == 0
+    (pack / "skills" / "analyze-mlflow-trace" / "references" / "divergence.md").unlink()
+    (pack / "agents" / "mlflow-analyzer.md").write_text((REPO / "agents" / "mlflow-analyzer.md").read_text() + "\n")
+    r = install("--target", str(project), "--pack", str(pack))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["removed"] == ["skills/analyze-mlflow-trace/references/divergence.md"]
+    assert result["written"] == ["agents/mlflow-analyzer.md"]
+    assert not (project / ".claude" / "skills" / "analyze-mlflow-trace" / "references").exists()
+    manifest = json.loads((project / ".claude" / MANIFEST_NAME).read_text())
+    assert "skills/analyze-mlflow-trace/references/divergence.md" not in manifest["files"]
+
+
+def test_identical_files_it_did_not_write_are_left_alone(project):
+    """A copy the user made by hand is not adopted: uninstall must not remove it."""
+    mine = project / ".claude" / "agents" / "mlflow-analyzer.md"
+    mine.parent.mkdir()
+    shutil.copyfile(REPO / "agents" / "mlflow-analyzer.md", mine)
+    assert install("--target", str(project)).returncode == 0
+    assert install("--target", str(project), "--uninstall").returncode == 0
+    assert mine.is_file()
+
+
+def test_usage_errors(tmp_path):
+    r = install("--target", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    r = install("--target", str(tmp_path), "--pack", str(tmp_path))
+    assert r.returncode == 2 and "--pack" in r.stderr
+    r = install("--target", str(tmp_path), "--uninstall")
+    assert r.returncode == 1 and "nothing to uninstall" in r.stderr
+    r = install("--target", str(tmp_path), "--user")
+    assert r.returncode == 2
+
+
+def test_a_wheel_without_the_pack_says_so(tmp_path):
+    """Installed from a wheel, the package has no skills/ or agents/ above it."""
+    fake = tmp_path / "site-packages" / "mlflow_analyzer" / "install.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("")
+    with pytest.raises(InstallError) as exc:
+        find_pack_root(fake)
+    assert "\n" not in str(exc.value) and "--pack" in str(exc.value)
