@@ -5,9 +5,10 @@
 - ``store_values`` (a fixture) gives the value of each documentation placeholder, looked up
   in the corpus store: ``<tracking-uri>``, ``<experiment-id>``, ``<experiment-name>``,
   ``<trace-id>`` (an ERROR trace), ``<span-name>`` (its root-cause span), ``<session-id>``
-  (a session with several turns), ``<assessment-name>`` and ``<failing-value>`` (a feedback
+  (the session that trace is a turn of), ``<assessment-name>`` and ``<failing-value>`` (a feedback
   and the value it has where it fails), ``<repo>`` (a git repository whose code creates the
-  corpus's spans).
+  corpus's spans), ``<review-file>`` (where ``report --repo <repo>`` writes the review),
+  ``<branch>`` (a branch of the corpus other than main).
 - ``fill_placeholders`` substitutes them, and fails on any placeholder it does not know.
 """
 
@@ -37,6 +38,8 @@ PLACEHOLDERS = (
     "assessment-name",
     "failing-value",
     "repo",
+    "review-file",
+    "branch",
 )
 
 
@@ -121,9 +124,14 @@ def store_values(corpus, tmp_path_factory) -> dict:
             "tracking-uri": corpus["tracking_uri"],
             "experiment-id": str(corpus["experiment_id"]),
             "experiment-name": corpus["experiment_name"],
-            "repo": str(_code_repo(tmp_path_factory.mktemp("code-repo"), corpus)),
         }
     )
+    repo = _code_repo(tmp_path_factory.mktemp("code-repo"), corpus)
+    short = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    values["repo"] = str(repo)
+    values["review-file"] = str(repo / "reviews" / "main" / f"REVIEW-mlflow-{short}.md")
+    values["branch"] = next(b for b in corpus["branches"] if b != "main")
     assert set(values) == set(PLACEHOLDERS)
     return values
 
@@ -136,17 +144,16 @@ def _lookups(tracking_uri: str, experiment_id: str) -> tuple:
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     infos = client.search_traces(locations=[experiment_id], max_results=5000, include_spans=False)
 
-    sessions: dict[str, int] = {}
-    for t in infos:
-        sid = t.info.trace_metadata.get("mlflow.trace.session")
-        if sid:
-            sessions[sid] = sessions.get(sid, 0) + 1
-    assert sessions, "the corpus store holds no trace with mlflow.trace.session"
-    session_id = max(sorted(sessions), key=lambda s: sessions[s])
-
-    errors = [t for t in infos if str(t.info.state).endswith("ERROR")]
-    assert errors, "the corpus store holds no ERROR trace"
-    trace = client.get_trace(sorted(errors, key=lambda t: t.info.trace_id)[0].info.trace_id)
+    # An ERROR trace that belongs to a session: the trace docs and the session docs can
+    # then use the same <trace-id> (a turn of <session-id>).
+    errors = sorted(
+        (t for t in infos if str(t.info.state).endswith("ERROR")
+         and t.info.trace_metadata.get("mlflow.trace.session")),
+        key=lambda t: t.info.trace_id,
+    )
+    assert errors, "the corpus store holds no ERROR trace that belongs to a session"
+    trace = client.get_trace(errors[0].info.trace_id)
+    session_id = trace.info.trace_metadata["mlflow.trace.session"]
     failed = [s for s in trace.data.spans if str(s.status.status_code).endswith("ERROR")]
     parents = {s.parent_id for s in failed}
     root_causes = [s for s in failed if s.span_id not in parents]

@@ -1,0 +1,235 @@
+"""Lint of the Claude Code surface: the skills follow the Agent Skills spec, the subagent has
+Claude Code's frontmatter plus the budgets the headless runner reads, every file a document
+links to exists, and the plugin, marketplace and in-repo .claude/ point at the pack."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlflow_analyzer import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+SKILLS = sorted(p.parent for p in (REPO / "skills").glob("*/SKILL.md"))
+AGENT = REPO / "agents" / "mlflow-analyzer.md"
+EXPECTED_SKILLS = {"analyze-mlflow-trace", "analyze-mlflow-experiment", "analyze-mlflow-session"}
+
+# The Agent Skills specification's frontmatter fields (anthropics/skills quick_validate.py).
+SPEC_FIELDS = {"name", "description", "license", "allowed-tools", "metadata", "compatibility"}
+NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# Claude Code subagent frontmatter fields, plus `steering` (read by the headless runner).
+AGENT_FIELDS = {
+    "name", "description", "tools", "disallowedTools", "model", "permissionMode", "skills",
+    "hooks", "color", "maxTurns", "memory", "mcpServers", "background", "effort", "steering",
+}
+CLAUDE_CODE_TOOLS = {"Read", "Write", "Edit", "MultiEdit", "Bash", "Grep", "Glob", "WebFetch",
+                     "WebSearch", "NotebookEdit", "TodoWrite", "Task"}
+MODEL_ALIASES = {"sonnet", "opus", "haiku", "inherit"}
+
+
+def frontmatter(path: Path) -> tuple[dict, str]:
+    text = path.read_text(encoding="utf-8")
+    m = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    assert m, f"{path}: no YAML frontmatter between --- lines at the top"
+    data = yaml.safe_load(m.group(1))
+    assert isinstance(data, dict), f"{path}: frontmatter is not a mapping"
+    return data, m.group(2)
+
+
+def test_the_three_skills_exist():
+    assert {s.name for s in SKILLS} == EXPECTED_SKILLS
+
+
+@pytest.mark.parametrize("skill", SKILLS, ids=[s.name for s in SKILLS])
+def test_skill_frontmatter_follows_the_spec(skill):
+    meta, body = frontmatter(skill / "SKILL.md")
+    assert set(meta) <= SPEC_FIELDS, f"fields outside the Agent Skills spec: {set(meta) - SPEC_FIELDS}"
+    name = meta.get("name")
+    assert name == skill.name, f"name {name!r} must equal the folder name {skill.name!r}"
+    assert NAME.match(name) and len(name) <= 64
+    desc = meta.get("description")
+    assert isinstance(desc, str) and desc.strip(), "description is required"
+    assert len(desc) <= 1024, f"description is {len(desc)} characters (at most 1024)"
+    assert "<" not in desc and ">" not in desc, "no angle brackets in the description"
+    assert "Use it" in desc or "Use this" in desc or "use it" in desc, "say when to use it"
+    assert len((skill / "SKILL.md").read_text(encoding="utf-8").splitlines()) < 500
+
+
+@pytest.mark.parametrize("skill", SKILLS, ids=[s.name for s in SKILLS])
+def test_skill_body_drives_the_cli(skill):
+    _, body = frontmatter(skill / "SKILL.md")
+    assert "mlflow-analyzer " in body
+    assert "```bash" in body
+    # Big output goes to files and numbers come from the CLI, not from raw JSON in the chat.
+    assert "--output" in body
+    assert "mlflow traces search --output json" not in body
+    assert "info.state" not in body, "MLflow rejects info.state filters (see references/filters.md)"
+
+
+def test_experiment_skill_covers_the_workflow():
+    _, body = frontmatter(REPO / "skills" / "analyze-mlflow-experiment" / "SKILL.md")
+    body = " ".join(body.split())
+    for needle in ("sqlite", "postgresql", "mysql", "file store", "databricks", "DATABRICKS_TOKEN",
+                   "DATABRICKS_CONFIG_PROFILE", "mlflow.env", "mlflow experiments search",
+                   "batches of ten", "snake_case", "log_feedback", "consent", "Unattended",
+                   "stats", "findings", "verbose", "repetition", "follow-up questions",
+                   "inconsistent", "wrong format", "Strengths", "Refuted"):
+        assert needle.lower() in body.lower(), f"the experiment skill does not mention {needle!r}"
+
+
+def test_agent_frontmatter():
+    meta, body = frontmatter(AGENT)
+    assert set(meta) <= AGENT_FIELDS, f"unknown agent fields: {set(meta) - AGENT_FIELDS}"
+    assert meta["name"] == AGENT.stem == "mlflow-analyzer"
+    desc = meta["description"]
+    assert isinstance(desc, str) and 0 < len(desc) <= 1024 and "<" not in desc and ">" not in desc
+    tools = [t.strip() for t in meta["tools"].split(",")] if isinstance(meta["tools"], str) else meta["tools"]
+    assert set(tools) == {"Read", "Grep", "Glob", "Bash", "Write"}
+    assert set(tools) <= CLAUDE_CODE_TOOLS
+    assert meta["model"] in MODEL_ALIASES or str(meta["model"]).startswith("claude-")
+    assert meta["maxTurns"] == 25
+    assert meta["steering"] == {"token_budget": 160000, "turn_budget": 25, "wrap_up_threshold": 0.8}
+
+
+def test_agent_file_loads_in_the_headless_runner():
+    if importlib.util.find_spec("mlflow_analyzer.headless") is None:
+        pytest.skip("the headless runner (mlflow_analyzer/headless.py) is not built yet")
+    from mlflow_analyzer.headless import load_agent
+
+    spec = load_agent(AGENT)
+    text = repr(spec)
+    assert "160000" in text and "25" in text and "0.8" in text
+    assert "Quick start" in spec.body
+
+
+def test_agent_body():
+    _, body = frontmatter(AGENT)
+    assert "review.schema.md" in body.split("\n## ")[0], "the quick start points at the schema"
+    assert "reviews/{branch}/REVIEW-mlflow-{commit}.md" in body
+    for step in ("Gather", "Aggregate", "Analyze", "Correlate", "Output"):
+        assert re.search(rf"^### \d\. {step}$", body, re.M), f"process step {step} missing"
+    for needle in ("at least 70%", "At most **10 findings**", "evidence trace ids",
+                   "cost and latency estimates", "mlflow-analyzer validate"):
+        assert needle.lower() in body.lower(), needle
+    assert body.rstrip().splitlines()[-1], "the body ends with the finishing instructions"
+    assert "validate" in body.split("## Before you finish")[1]
+
+
+# --- links ----------------------------------------------------------------------------------------
+
+DOCS = sorted(
+    [p for s in SKILLS for p in s.rglob("*.md")]
+    + [AGENT]
+    + list((REPO / "references").glob("*.md"))
+)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _prose(text: str) -> str:
+    """The text outside fenced code blocks (``` or longer fences, as CommonMark has them)."""
+    out, fence = [], None
+    for line in text.splitlines():
+        m = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None and m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
+                and not line.strip()[len(m.group(1)):].strip():
+            fence = None
+        elif fence is None:
+            out.append(line)
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.relative_to(REPO).as_posix() for d in DOCS])
+def test_every_linked_file_exists(doc):
+    text = _prose(doc.read_text(encoding="utf-8"))
+    text = re.sub(r"(`+)(.+?)\1", "", text)  # inline code shows paths, it does not link them
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (doc.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{doc.relative_to(REPO)} links to missing {target}"
+
+
+@pytest.mark.parametrize("skill", SKILLS, ids=[s.name for s in SKILLS])
+def test_every_reference_file_is_linked(skill):
+    body = (skill / "SKILL.md").read_text(encoding="utf-8")
+    for ref in sorted((skill / "references").glob("*.md")):
+        assert f"references/{ref.name}" in body, f"{skill.name}: {ref.name} is never linked from SKILL.md"
+
+
+# --- plugin, marketplace, .claude/ -------------------------------------------------------------------
+
+
+def test_plugin_manifest():
+    plugin = json.loads((REPO / ".claude-plugin" / "plugin.json").read_text())
+    assert plugin["name"] == "mlflow-analyzer"
+    assert plugin["version"] == __version__, "keep plugin.json's version with the package's"
+    assert plugin["description"]
+    for key in ("skills", "agents", "commands"):  # default locations at the plugin root
+        assert key not in plugin
+    assert (REPO / "skills").is_dir() and (REPO / "agents").is_dir()
+
+
+def test_marketplace_manifest():
+    market = json.loads((REPO / ".claude-plugin" / "marketplace.json").read_text())
+    assert NAME.match(market["name"]) and market["owner"]["name"]
+    (entry,) = market["plugins"]
+    assert entry["name"] == "mlflow-analyzer" and entry["source"] == "./"
+    assert entry.get("version", __version__) == __version__
+
+
+def test_plugin_bin_runs_the_toolkit(tmp_path):
+    wrapper = REPO / "bin" / "mlflow-analyzer"
+    assert os.access(wrapper, os.X_OK)
+    assert wrapper.read_text().startswith("#!/usr/bin/env bash")
+    # A python3 on PATH that imports the toolkit is used as is: no virtualenv is built.
+    shim = tmp_path / "py"
+    shim.mkdir()
+    (shim / "python3").symlink_to(sys.executable)
+    link = tmp_path / "elsewhere" / "mlflow-analyzer"
+    link.parent.mkdir()
+    link.symlink_to(wrapper)  # run through a symlink: it must still find the plugin root
+    env = {"PATH": f"{shim}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+           "CLAUDE_PLUGIN_DATA": str(tmp_path / "data"), "PYTHONPATH": str(REPO)}
+    for exe in (wrapper, link):
+        r = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"mlflow-analyzer {__version__}"
+    assert not (tmp_path / "data").exists()
+
+
+def test_plugin_bin_uses_its_cached_virtualenv(tmp_path):
+    """A virtualenv an earlier run built for this version is used without checks."""
+    venv = tmp_path / "data" / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".mlflow-analyzer-version").write_text(__version__ + "\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLAUDE_PLUGIN_DATA": str(tmp_path / "data"),
+           "PYTHONPATH": str(REPO)}
+    r = subprocess.run([str(REPO / "bin" / "mlflow-analyzer"), "--version"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"mlflow-analyzer {__version__}"
+
+
+def test_repo_claude_dir_activates_the_pack():
+    claude = REPO / ".claude"
+    for skill in EXPECTED_SKILLS:
+        link = claude / "skills" / skill
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link)), f"{link} must be a relative link"
+        assert link.resolve() == (REPO / "skills" / skill).resolve()
+    agent = claude / "agents" / "mlflow-analyzer.md"
+    assert agent.is_symlink() and agent.resolve() == AGENT.resolve()
+    # Skills link ../../references/...: the same files from .claude/skills/<name>/.
+    assert (claude / "references").resolve() == (REPO / "references").resolve()
+    settings = json.loads((claude / "settings.json").read_text())
+    assert any("mlflow-analyzer" in rule for rule in settings["permissions"]["allow"])
