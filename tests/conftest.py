@@ -1,0 +1,23 @@
+"""Shared fixtures. Feature-specific fixtures live in their own test files."""
+
+import os
+
+# Writing traces needs these before mlflow is imported (see CONTRIBUTING.md).
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
+
+import pytest  # noqa: E402
+
+# Small enough to build in a few seconds, large enough that every injected problem kind
+# has several traces (see mlflow_analyzer/corpus.py and its manifest).
+CORPUS_TRACES = 180
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The manifest (ground truth) of a travel-assistant trace corpus in a SQLite store:
+    ``corpus["tracking_uri"]``, ``corpus["experiment_id"]``, ``corpus["problems"]``..."""
+    from mlflow_analyzer.corpus import ensure_corpus
+
+    return ensure_corpus(tmp_path_factory.mktemp("corpus"), n_traces=CORPUS_TRACES)
