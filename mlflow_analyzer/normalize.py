@@ -133,11 +133,11 @@ def to_hex_id(span_id: Any) -> str | None:
     if isinstance(span_id, int):
         return f"{span_id:016x}"
     s = str(span_id)
-    if s.startswith("0x"):
-        s = s[2:]
     low = s.lower()
     if _HEX16.match(low):
         return low
+    if low.startswith("0x") and _HEX16.match(low[2:]):  # "0x…" hex, not base64 that starts so
+        return low[2:]
     try:
         raw = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):

@@ -52,7 +52,8 @@ def workdir(corpus, tmp_path_factory):
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=d, check=True)
     (d / "agent.py").write_text("import mlflow\n\n@mlflow.trace(name='retrieve_docs')\ndef retrieve(q):\n    return q\n")
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init", "--allow-empty"], cwd=d, check=True)
-    return {"dir": d, "trace_id": tid, "uri": uri, "exp": exp}
+    session = next(p for p in corpus["problems"] if p["kind"] == "growing_prompt")["details"]["sessions"][0]
+    return {"dir": d, "trace_id": tid, "uri": uri, "exp": exp, "session_id": session}
 
 
 def _env(d: Path) -> dict:
@@ -67,6 +68,7 @@ def _fill(cmd: str, w: dict, feature_branch: str) -> list[str]:
     cmd = re.sub(r"--experiment-id \d+", f"--experiment-id {w['exp']}", cmd)
     cmd = re.sub(r"\btr-[0-9a-f]{4,}\b", w["trace_id"], cmd)
     cmd = cmd.replace("feature/x", feature_branch)
+    cmd = re.sub(r"\bsess-0123\b", w["session_id"], cmd)
     cmd = cmd.replace("~/src/agent", ".")
     args = shlex.split(cmd)
     return [sys.executable, "-m", "mlflow_analyzer", *args[1:]]

@@ -163,6 +163,8 @@ def test_genai_and_openinference_conventions():
 def test_id_and_value_decoding():
     assert to_hex_id("6kyDDmMvnmQ=") == "ea4c830e632f9e64"
     assert to_hex_id("ea4c830e632f9e64") == "ea4c830e632f9e64"
+    assert to_hex_id("0xb4Ql9S4Co=") == "d316f8425f52e02a"  # base64 that happens to start with 0x
+    assert to_hex_id("0xea4c830e632f9e64") == "ea4c830e632f9e64"
     assert decode_value('"TOOL"') == "TOOL"
     assert decode_value("plain text") == "plain text"
     assert decode_value('{"a": 1}') == {"a": 1}
