@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,23 +65,51 @@ class Result:
     stderr: str
 
 
-def run_cli(args: list[str], *, cwd: Path | None = None) -> Result:
-    """``mlflow-analyzer ARGS`` in this process: fast (MLflow is imported once)."""
+def run_cli(args: list[str], *, cwd: Path | None = None, env: dict | None = None) -> Result:
+    """``mlflow-analyzer ARGS`` in this process: fast (MLflow is imported once). ``env``
+    changes the environment for the call (a None value unsets the variable)."""
     from mlflow_analyzer.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                rc = main([str(a) for a in args])
-            except SystemExit as exc:  # argparse
-                rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    finally:
-        os.chdir(here)
+    with patched_environ(env or {}):
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            with redirect_stdout(out), redirect_stderr(err):
+                try:
+                    rc = main([str(a) for a in args])
+                except SystemExit as exc:  # argparse
+                    rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        finally:
+            os.chdir(here)
     return Result(rc, out.getvalue(), err.getvalue())
+
+
+@contextmanager
+def patched_environ(changes: dict):
+    saved = {k: os.environ.get(k) for k in changes}
+    try:
+        for k, v in changes.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def markdown_section(path: Path, title: str) -> str:
+    """The text of the ``## title`` section of a markdown file (up to the next ``## ``)."""
+    text = path.read_text(encoding="utf-8")
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"{path.name} has no '## {title}' section"
+    return m.group(1)
 
 
 def run_cli_process(args: list[str], *, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):

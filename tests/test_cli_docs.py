@@ -13,7 +13,7 @@ import pytest
 from mlflow_analyzer.cli import build_parser
 from mlflow_analyzer.docs import CLI_REFERENCE_PATH, render_cli_reference
 
-from doc_helpers import cli_env
+from doc_helpers import cli_env, markdown_section
 
 REPO = Path(__file__).resolve().parent.parent
 CLI_MD = REPO / CLI_REFERENCE_PATH
@@ -29,10 +29,7 @@ COMMANDS = _commands()
 
 
 def _section(name: str) -> str:
-    text = CLI_MD.read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(name)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert m, f"{CLI_REFERENCE_PATH} has no section for `{name}`: run scripts/generate-cli-docs"
-    return m.group(1)
+    return markdown_section(CLI_MD, name)
 
 
 def test_reference_is_up_to_date():

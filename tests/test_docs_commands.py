@@ -200,19 +200,11 @@ def _run_one(group: _Group, kind: str, doc: str, command: str, values: dict):
     if missing:
         return "skip", f"the `{missing}` command is not built yet (mlflow_analyzer/commands/{missing}.py)"
     if argv[0] == "mlflow-analyzer":
-        saved = {k: os.environ.get(k) for k in (*env, "HOME", "MLFLOW_ANALYZER_HOME", "MLFLOW_ANALYZER_SPILL_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-        try:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-            os.environ.update(HOME=str(group.home), MLFLOW_ANALYZER_HOME=str(group.home / "demo"),
-                              MLFLOW_ANALYZER_SPILL_DIR=str(group.home / "spill"), **env)
-            return "ran", run_cli(argv[1:], cwd=group.cwd)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        return "ran", run_cli(argv[1:], cwd=group.cwd, env={
+            "MLFLOW_TRACKING_URI": None, "MLFLOW_EXPERIMENT_ID": None, "HOME": group.home,
+            "MLFLOW_ANALYZER_HOME": group.home / "demo", "MLFLOW_ANALYZER_SPILL_DIR": group.home / "spill",
+            **env,
+        })
     proc_env = cli_env(group.home)
     proc_env.update(env)
     proc_env["PATH"] = str(shim_bin(group.home / "bin")) + os.pathsep + proc_env.get("PATH", "")

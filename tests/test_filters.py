@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from doc_helpers import fill_placeholders, run_cli, run_cli_process, store_values  # noqa: F401 (fixture)
+from doc_helpers import fill_placeholders, markdown_section, run_cli, run_cli_process, store_values  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 FILTERS_MD = REPO / "references" / "filters.md"
@@ -20,11 +20,8 @@ FILTERS_MD = REPO / "references" / "filters.md"
 
 def _section_filters(title: str) -> list[str]:
     """The filter in the first column of each table row of the '## title' section."""
-    text = FILTERS_MD.read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert m, f"filters.md has no '## {title}' section"
     out = []
-    for line in m.group(1).splitlines():
+    for line in markdown_section(FILTERS_MD, title).splitlines():
         cell = re.match(r"^\|\s*(``?)(.+?)\1\s*\|", line)
         if cell and not set(cell.group(2)) <= set("-"):
             out.append(cell.group(2).strip())

@@ -35,15 +35,7 @@ def tree(root: Path) -> dict[str, tuple]:
 
 
 def install(*args: str, home: Path | None = None):
-    saved = os.environ.get("HOME")
-    if home is not None:
-        os.environ["HOME"] = str(home)
-    try:
-        r = run_cli(["install", *args])
-    finally:
-        if home is not None:
-            os.environ["HOME"] = saved
-    return r
+    return run_cli(["install", *args], env={"HOME": home} if home is not None else None)
 
 
 @pytest.fixture

@@ -105,9 +105,9 @@ def test_agent_file_loads_in_the_headless_runner():
     from mlflow_analyzer.headless import load_agent
 
     spec = load_agent(AGENT)
-    text = repr(spec)
-    assert "160000" in text and "25" in text and "0.8" in text
-    assert "Quick start" in spec.body
+    assert (spec.name, spec.model) == ("mlflow-analyzer", "sonnet")
+    assert (spec.turn_budget, spec.token_budget, spec.wrap_up_threshold) == (25, 160000, 0.8)
+    assert spec.body.startswith("# MLflow analyzer") and "Quick start" in spec.body
 
 
 def test_agent_body():

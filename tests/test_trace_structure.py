@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from doc_helpers import run_cli
+from doc_helpers import markdown_section, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "references" / "trace-structure.md"
@@ -20,11 +20,8 @@ JQ_TYPES = {"string", "number", "boolean", "object", "array", "null"}
 
 
 def _rows(section: str) -> list[tuple[str, set[str]]]:
-    text = DOC.read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert m, f"trace-structure.md has no '## {section}' section"
     rows = []
-    for line in m.group(1).splitlines():
+    for line in markdown_section(DOC, section).splitlines():
         cell = re.match(r"^\|\s*`(\.[^`]+)`\s*\|\s*([^|]*?)\s*\|", line)
         if cell:
             types = {t.strip() for t in cell.group(2).split(" or ")}
@@ -104,8 +101,7 @@ def test_normalized_path(normalized_types, path, types):
 
 
 def test_mapping_rows_name_documented_paths():
-    text = DOC.read_text(encoding="utf-8")
-    mapping = re.search(r"^## Mapping\n(.*?)(?=^## |\Z)", text, re.M | re.S).group(1)
+    mapping = markdown_section(DOC, "Mapping")
     raw, norm = {p for p, _ in RAW}, {p for p, _ in NORMALIZED}
     pairs = re.findall(r"^\|\s*`(\.[^`]+)`[^|]*\|\s*`(\.[^`]+)`[^|]*\|", mapping, re.M)
     assert pairs
