@@ -18,9 +18,10 @@ _HEADER = """\
 
 Generated from the command's own parser by `scripts/generate-cli-docs`;
 `tests/test_cli_docs.py` fails when this file and `mlflow-analyzer --help` disagree, so edit
-the command modules, not this file. Every command prints one line on stderr and exits non-zero
-on a user error (2 for bad flags, 1 for an unreachable store, an unknown id or an unreadable
-file). Trace filters (`--filter`) are MLflow's own grammar: see [filters.md](filters.md).
+the command modules, not this file. A user error ends with an `mlflow-analyzer: error: …` line
+on stderr and a non-zero exit (2 for bad flags, 1 for an unreachable store, an unknown id or
+an unreadable file). Trace filters (`--filter`) are MLflow's own grammar: see
+[filters.md](filters.md).
 """
 
 

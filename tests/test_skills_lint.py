@@ -191,7 +191,8 @@ def test_plugin_bin_runs_the_toolkit(tmp_path):
     wrapper = REPO / "bin" / "mlflow-analyzer"
     assert os.access(wrapper, os.X_OK)
     assert wrapper.read_text().startswith("#!/usr/bin/env bash")
-    # A python3 on PATH that imports the toolkit is used as is: no virtualenv is built.
+    # An existing install (the checkout's .venv, else a python3 on PATH that imports the
+    # toolkit) is used as is: no virtualenv is built.
     shim = tmp_path / "py"
     shim.mkdir()
     (shim / "python3").symlink_to(sys.executable)
