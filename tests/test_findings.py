@@ -111,7 +111,7 @@ def test_retries_exhausted_and_backoff(corpus, everything):
 
 def test_judge_errors_are_not_trace_errors(corpus, everything):
     p = next(p for p in corpus["problems"] if p["kind"] == "judge_error")
-    f = next(f for f in everything["findings"] if f["metrics"].get("assessment") == p["details"]["assessment_name"] and "judge" in f["title"].lower())
+    f = next(f for f in everything["findings"] if f["metrics"].get("assessment") == p["details"]["assessment_name"] and "itself failed" in f["title"])
     assert f["category"] == "missing_instrumentation"
     errors = {e["span_name"] for e in everything["stats"]["errors"]}
     assert p["details"]["assessment_name"] not in errors
