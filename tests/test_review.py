@@ -288,9 +288,9 @@ def test_git_context_outside_a_repo(tmp_path):
 
 
 def cli(*args, cwd=REPO):
-    env = {**os.environ, "MLFLOW_DISABLE_AGENT_HINT": "1"}
-    return subprocess.run([sys.executable, "-m", "mlflow_analyzer", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=120)
+    from builders import cli as run_cli
+
+    return run_cli(*map(str, args), cwd=cwd, timeout=120)
 
 
 def test_report_command_from_findings_file(tmp_path, git_repo):
@@ -321,7 +321,7 @@ def test_report_command_flags_and_separate_stats(tmp_path):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    ([], 2, "give --findings"),
+    ([], 2, "no traces given"),  # neither files, a store, nor --findings/--stats
     (["--findings", "nope.json"], 1, "findings file not found"),
     (["--stats", "{bad}", "--branch", "main", "--commit", "abc1234"], 1, "not valid JSON"),
     (["--stats", "{stats}", "--branch", "main", "--commit", "nothex!"], 2, "not 7-40 hex"),
