@@ -28,7 +28,7 @@ def register(sub) -> None:
             "and searching files inside --repo, writing the review). The review goes to "
             "reviews/{branch}/REVIEW-mlflow-{commit}.md under --repo and must pass 'validate'; "
             "problems go back to the model for a bounded number of repairs. Budgets (turns, "
-            "tokens) come from the agent file: at 80%% the model is told to wrap up; at the "
+            "tokens) come from the agent file: at 80% the model is told to wrap up; at the "
             "limit the run stops and writes the best valid review it has, saying so. Needs "
             "ANTHROPIC_API_KEY, except with --no-llm (the deterministic review from findings "
             "alone). Progress goes to stderr; a JSON summary to stdout. Exit 0 when a valid "
