@@ -25,6 +25,7 @@ import json
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Union
@@ -227,3 +228,25 @@ class FakeAnthropic:
 
 def _error_body(kind: str, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def scripted_reviewer() -> list[ScriptItem]:
+    """A short, plausible review session for documented `review` commands: read the
+    findings, write the review with `report`, finish."""
+    return [
+        reply(text("Reading the findings first."), tool_use("findings", {}), input_tokens=2000),
+        reply(tool_use("report", {}), input_tokens=6000),
+        reply(text("The review is written and validated."), input_tokens=9000),
+    ]
+
+
+@contextmanager
+def reviewer_api():
+    """A FakeAnthropic running ``scripted_reviewer()``, with the environment variables that
+    point the real client at it: ``with reviewer_api() as env: run(..., env=env)``."""
+    server = FakeAnthropic(scripted_reviewer())
+    server.start()
+    try:
+        yield {"ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "test"}
+    finally:
+        server.stop()

@@ -31,7 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from doc_helpers import REPO, cli_env, fill_placeholders, run_cli, shim_bin, store_values  # noqa: F401
+from doc_helpers import (  # noqa: F401
+    REPO,
+    cli_env,
+    fill_placeholders,
+    run_cli,
+    run_cli_process,
+    shim_bin,
+    store_values,
+)
 
 # Other documents whose commands are not runnable as written, with the reason. Keep this
 # empty: fix the document instead (use placeholders and --output, not `...` and `>`).
@@ -196,6 +204,14 @@ def _run_one(group: _Group, kind: str, doc: str, command: str, values: dict):
     missing = _missing_command(argv)
     if missing:
         return "skip", f"the `{missing}` command is not built yet (mlflow_analyzer/commands/{missing}.py)"
+    if argv[0] == "mlflow-analyzer" and argv[1] == "review" and "--no-llm" not in argv:
+        # The Anthropic API is not reachable here: a scripted Messages API answers instead.
+        from fake_anthropic import reviewer_api
+
+        with reviewer_api() as api_env:
+            proc_env = cli_env(group.home)
+            proc_env.update({**env, **api_env})
+            return "ran", run_cli_process(argv[1:], cwd=group.cwd, env=proc_env)
     if argv[0] == "mlflow-analyzer":
         return "ran", run_cli(argv[1:], cwd=group.cwd, env={
             "MLFLOW_TRACKING_URI": None, "MLFLOW_EXPERIMENT_ID": None, "HOME": group.home,

@@ -74,13 +74,8 @@ def _fill(cmd: str, w: dict, feature_branch: str) -> list[str]:
     return [sys.executable, "-m", "mlflow_analyzer", *args[1:]]
 
 
-SKIP_UNTIL_FAKE_API = {"review"}  # covered in test_review_headless.py against a fake Messages API
-
-
 @pytest.mark.parametrize("command, example", EXAMPLES, ids=[f"{c}:{i}" for i, (c, _) in enumerate(EXAMPLES)])
 def test_example_runs(command, example, workdir, corpus):
-    if command in SKIP_UNTIL_FAKE_API and "--no-llm" not in example:
-        pytest.skip("needs the Anthropic API; run against the fake server in test_review_headless.py")
     feature = next(b for b in corpus["branches"] if b != "main")
     argv = _fill(example, workdir, feature)
     if command == "validate":
@@ -91,6 +86,12 @@ def test_example_runs(command, example, workdir, corpus):
     env = _env(workdir["dir"])
     if "--tracking-uri" not in example:  # examples that rely on the environment, as users set it
         env["MLFLOW_TRACKING_URI"] = workdir["uri"]
-    r = subprocess.run(argv, cwd=workdir["dir"], capture_output=True, text=True, env=env, timeout=300)
+    if command == "review" and "--no-llm" not in example:
+        from fake_anthropic import reviewer_api  # the API is not reachable here
+
+        with reviewer_api() as api_env:
+            r = subprocess.run(argv, cwd=workdir["dir"], capture_output=True, text=True, env={**env, **api_env}, timeout=300)
+    else:
+        r = subprocess.run(argv, cwd=workdir["dir"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, f"{example}\n{r.stderr[-2000:]}"
     assert "Traceback" not in r.stderr
