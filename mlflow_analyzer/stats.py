@@ -231,6 +231,7 @@ class StatsAccumulator:
         self.orphan_spans = 0
         self.branches: Counter = Counter()
         self.conventions: Counter = Counter()
+        self.cost_by_day: dict[str, float] = defaultdict(float)
         self.group_by = group_by
         self.groups: dict[str, StatsAccumulator] = {}
         self._group_key = group_key_function(group_by) if group_by else None
@@ -335,13 +336,13 @@ class StatsAccumulator:
             if span_filter is not None and not span_filter(span):
                 continue
             self._add_error(trace, span)
+        if not trace_priced and trace.cost_usd is not None and span_filter is None:
+            trace_cost, trace_priced = trace.cost_usd, True
+            self.any_recorded = True
         if trace_priced:
             self.cost += trace_cost
             self.any_cost = True
-        elif trace.cost_usd is not None and span_filter is None:
-            self.cost += trace.cost_usd
-            self.any_cost = True
-            self.any_recorded = True
+            self.cost_by_day[(iso_ms(trace.request_time_ms) or "")[:10]] += trace_cost
         for a in trace.assessments:
             if not a.valid or a.kind != "feedback":
                 continue
@@ -464,6 +465,7 @@ class StatsAccumulator:
             "cost_per_day_usd": (
                 _cost(self.cost / days) if priced_total is not None and days and days >= 1 / 24 else None
             ),
+            "cost_by_day": {day: _cost(c) for day, c in sorted(self.cost_by_day.items())},
             "time_range": {"start": iso_ms(self.start_ms), "end": iso_ms(self.end_ms)},
             "observed_days": _r(days, 4) if days is not None else None,
             "span_count": self.span_total,
@@ -631,6 +633,22 @@ def format_text(stats: dict[str, Any], *, limit: int = 20) -> str:
     ]
     if len(stats["spans"]) > limit:
         lines.append(f"(+{len(stats['spans']) - limit} more span names; --format json for all)")
+    if stats.get("models"):
+        lines += [
+            "",
+            "models:",
+            table(
+                ["model", "calls", "errors", "input tok", "output tok", "cost $"],
+                [
+                    [m["model"], m["calls"], m["errors"], _fmt(m["input_tokens"]), _fmt(m["output_tokens"]),
+                     "-" if m["cost_usd"] is None else f"{m['cost_usd']:.4f}"]
+                    for m in stats["models"][:limit]
+                ],
+            ),
+        ]
+    if stats.get("cost_by_day"):
+        lines += ["", "cost by day (UTC, estimate): " + ", ".join(
+            f"{d} ${c:,.2f}" for d, c in list(stats["cost_by_day"].items())[-14:])]
     if stats["errors"]:
         lines += [
             "",
