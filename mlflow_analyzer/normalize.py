@@ -322,6 +322,63 @@ def span_from_dict(d: dict[str, Any]) -> Span:
     )
 
 
+# The light read of a SQL store (statistics only): spans built from the spans table's columns,
+# with token usage extracted by the database. A span whose columns cannot be trusted to say
+# everything (an error, no type, an LLM call without model or usage) is read in full instead:
+# LIGHT_SPAN_NEEDS_JSON is that rule, in SQL over the spans table.
+LIGHT_USAGE_PATH = f'$.attributes."{CHAT_USAGE}"'
+LIGHT_SPAN_NEEDS_JSON = (
+    "status = 'ERROR' OR type IS NULL OR type = 'UNKNOWN' OR end_time_unix_nano IS NULL "
+    "OR (type IN ('LLM', 'CHAT_MODEL') AND (model_name IS NULL "
+    f"OR json_extract(content, '{LIGHT_USAGE_PATH}') IS NULL))"
+)
+
+
+def span_from_columns(
+    span_id: str,
+    parent_id: str | None,
+    name: str | None,
+    span_type: str,
+    status: str,
+    start_ns: int,
+    end_ns: int | None,
+    cost: float | None,
+    model: str | None,
+    provider: str | None,
+    usage_json: str | None,
+) -> Span:
+    """A span for statistics from the spans table's columns (no inputs, outputs, events)."""
+    inp = out = tot = cache_r = cache_w = None
+    usage = decode_value(usage_json) if usage_json else None
+    if isinstance(usage, dict):
+        inp = _int(usage.get("input_tokens"))
+        out = _int(usage.get("output_tokens"))
+        tot = _int(usage.get("total_tokens"))
+        cache_r = _int(usage.get("cache_read_input_tokens"))
+        cache_w = _int(usage.get("cache_creation_input_tokens"))
+        if tot is None and (inp is not None or out is not None):
+            tot = (inp or 0) + (out or 0)
+    end = end_ns if end_ns is not None and end_ns >= start_ns else start_ns
+    return Span(
+        span_id=span_id,
+        parent_id=parent_id or None,
+        name=name or "",
+        span_type=span_type,
+        status=_STATUS.get(status, "UNSET"),
+        start_ns=int(start_ns),
+        end_ns=int(end),
+        model=model,
+        provider=provider,
+        input_tokens=inp,
+        output_tokens=out,
+        total_tokens=tot,
+        cache_read_tokens=cache_r,
+        cache_write_tokens=cache_w,
+        cost_usd=cost,
+        convention="mlflow",
+    )
+
+
 def _model_from_inputs(inputs_json: str) -> str | None:
     try:
         inputs = json.loads(inputs_json)
@@ -449,7 +506,7 @@ def trace_from_parts(
     state = {"STATE_UNSPECIFIED": "UNSET"}.get(state, state)
     duration = info.get("execution_duration_ms", info.get("execution_time_ms"))
 
-    span_objs = [span_from_dict(s) for s in spans]
+    span_objs = [s if isinstance(s, Span) else span_from_dict(s) for s in spans]
     trace = Trace(
         trace_id=str(trace_id),
         experiment_id=str(experiment_id) if experiment_id is not None else None,

@@ -33,6 +33,9 @@ from .normalize import (
     META_TOKEN_USAGE,
     TAG_SPANS_LOCATION,
     TAG_TRACE_NAME,
+    LIGHT_SPAN_NEEDS_JSON,
+    LIGHT_USAGE_PATH,
+    span_from_columns,
     trace_from_dict,
     trace_from_parts,
 )
@@ -40,6 +43,7 @@ from .normalize import (
 PROMOTED_METADATA = (META_SESSION, META_TOKEN_USAGE, META_COST)
 
 BATCH = 200  # traces per SQL round trip
+LIGHT_BATCH = 500  # the light read holds less per trace
 API_PAGE = 200  # traces per search_traces page over the public API
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -505,9 +509,16 @@ class SqlStoreSource(Source):
         for i in range(0, len(ids), BATCH):
             yield from self._load_batch(ids[i : i + BATCH])
 
-    def iter_traces(self) -> Iterator[Trace]:
-        for raw in self.iter_raw():
-            yield trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
+    def iter_traces(self, *, light: bool = False) -> Iterator[Trace]:
+        """Traces in the normalized model. ``light=True`` (SQLite only, for statistics):
+        spans without inputs, outputs or attributes, built from the spans table's columns;
+        about three times faster on large experiments."""
+        light = light and scheme_of(self.query.tracking_uri) == "sqlite"
+        ids = self.trace_ids()
+        batch = LIGHT_BATCH if light else BATCH
+        for i in range(0, len(ids), batch):
+            for raw in self._load_batch(ids[i : i + batch], light=light):
+                yield trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
 
     def get_raw(self, trace_id: str) -> dict:
         found = self._load_batch([trace_id])
@@ -515,7 +526,7 @@ class SqlStoreSource(Source):
             raise NotFoundError(f"trace {trace_id} not found in {self.query.tracking_uri}")
         return found[0]
 
-    def _load_batch(self, ids: list[str]) -> list[dict]:
+    def _load_batch(self, ids: list[str], *, light: bool = False) -> list[dict]:
         p = {"ids": ids}
         promoted = [c for c in PROMOTED_COLUMNS if c in self._info_columns]
         infos = self._rows(
@@ -572,13 +583,16 @@ class SqlStoreSource(Source):
             ("ids",),
         ):
             by_id[row[1]]["info"].setdefault("assessments", []).append(_assessment_row(row))
-        for rid, content in self._rows(
-            "SELECT trace_id, content FROM spans WHERE trace_id IN :ids", p, ("ids",)
-        ):
-            try:
-                by_id[rid]["data"]["spans"].append(json.loads(content))
-            except ValueError:
-                self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
+        if light:
+            self._light_spans(by_id, p)
+        else:
+            for rid, content in self._rows(
+                "SELECT trace_id, content FROM spans WHERE trace_id IN :ids", p, ("ids",)
+            ):
+                try:
+                    by_id[rid]["data"]["spans"].append(json.loads(content))
+                except ValueError:
+                    self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
         out = []
         for rid in ids:
             raw = by_id.get(rid)
@@ -591,6 +605,28 @@ class SqlStoreSource(Source):
                 raw = self._via_api(rid) or raw  # spans kept in the artifact store (older traces)
             out.append(raw)
         return out
+
+    def _light_spans(self, by_id: dict, p: dict) -> None:
+        rows = self._rows(
+            "SELECT trace_id, span_id, parent_span_id, name, type, status, start_time_unix_nano, "
+            "end_time_unix_nano, total_cost, model_name, model_provider, "
+            f"json_extract(content, '{LIGHT_USAGE_PATH}'), "
+            f"CASE WHEN {LIGHT_SPAN_NEEDS_JSON} THEN content END "
+            "FROM spans WHERE trace_id IN :ids",
+            p,
+            ("ids",),
+        )
+        for rid, sid, parent, name, stype, status, start, end, cost, model, provider, usage, content in rows:
+            spans = by_id[rid]["data"]["spans"]
+            if content is not None:
+                try:
+                    spans.append(json.loads(content))
+                except ValueError:
+                    self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
+                continue
+            spans.append(
+                span_from_columns(sid, parent, name, stype, status, start, end, cost, model, provider, usage)
+            )
 
     def _via_api(self, trace_id: str) -> dict | None:
         quiet_mlflow_env()

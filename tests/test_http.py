@@ -158,3 +158,11 @@ def test_paging_over_http(populated, monkeypatch):
     assert len({t.trace_id for t in src.iter_traces()}) == 3
     src = sources.ApiSource(sources.StoreQuery(populated["url"], experiment_id=populated["exp"], max_traces=2))
     assert len(list(src.iter_traces())) == 2
+
+
+def test_light_sqlite_read_matches_full_on_otel_spans(populated):
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+    from mlflow_analyzer.stats import compute_stats
+
+    src = SqlStoreSource(StoreQuery(populated["db"], experiment_id=populated["exp"]))
+    assert compute_stats(src.iter_traces(light=True)) == compute_stats(src.iter_traces())

@@ -140,3 +140,14 @@ def test_message_pattern_groups_similar_errors():
     a = message_pattern("Error code: 429 - rate_limit_exceeded for req_abc123456 after 3 tries")
     b = message_pattern("Error code: 429 - rate_limit_exceeded for req_zzz999999 after 5 tries")
     assert a == b and "429" in a
+
+
+def test_light_read_gives_the_same_stats(corpus):
+    """stats reads SQLite without parsing most span JSON; the figures must not change."""
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+    from mlflow_analyzer.stats import compute_stats
+
+    src = SqlStoreSource(StoreQuery(corpus["tracking_uri"], experiment_id=corpus["experiment_id"]))
+    assert compute_stats(src.iter_traces(light=True)) == compute_stats(src.iter_traces())
+    grouped = [compute_stats(src.iter_traces(light=light), group_by="model") for light in (True, False)]
+    assert grouped[0] == grouped[1]
