@@ -283,12 +283,20 @@ class Trace:
             while stack:
                 span, depth = stack.pop()
                 span.depth = depth
-                covered = sum(e - b for b, e in _merged(
-                    (max(c.start_ns, span.start_ns), min(c.end_ns, span.end_ns))
-                    for c in span.children
-                ))
+                kids = span.children
+                if not kids:  # most spans: all their time is their own
+                    span.self_ns = span.duration_ns
+                    continue
+                if len(kids) == 1:
+                    c = kids[0]
+                    covered = max(0, min(c.end_ns, span.end_ns) - max(c.start_ns, span.start_ns))
+                else:
+                    covered = sum(e - b for b, e in _merged(
+                        (max(c.start_ns, span.start_ns), min(c.end_ns, span.end_ns)) for c in kids
+                    ))
                 span.self_ns = max(0, span.duration_ns - covered)
-                stack.extend((c, depth + 1) for c in span.children)
+                depth += 1
+                stack.extend((c, depth) for c in kids)
         return self
 
     def walk(self) -> Iterator[Span]:

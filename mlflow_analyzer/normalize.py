@@ -158,6 +158,10 @@ def _int(value: Any) -> int | None:
             return None
 
 
+def _fast_int(value: Any) -> int | None:
+    return value if type(value) is int else None if value is None else _int(value)
+
+
 def _float(value: Any) -> float | None:
     value = decode_value(value)
     if value is None or isinstance(value, bool):
@@ -330,7 +334,9 @@ LIGHT_USAGE_PATH = f'$.attributes."{CHAT_USAGE}"'
 LIGHT_SPAN_NEEDS_JSON = (
     "status = 'ERROR' OR type IS NULL OR type = 'UNKNOWN' OR end_time_unix_nano IS NULL "
     "OR (type IN ('LLM', 'CHAT_MODEL') AND (model_name IS NULL "
-    f"OR json_extract(content, '{LIGHT_USAGE_PATH}') IS NULL))"
+    f"OR (json_extract(content, '{LIGHT_USAGE_PATH}') IS NULL "
+    # usage under another convention's keys (an LLM span without any is read as it is)
+    "AND (instr(content, '\"gen_ai.usage.') > 0 OR instr(content, '\"llm.token_count.') > 0))))"
 )
 
 
@@ -349,13 +355,17 @@ def span_from_columns(
 ) -> Span:
     """A span for statistics from the spans table's columns (no inputs, outputs, events)."""
     inp = out = tot = cache_r = cache_w = None
-    usage = decode_value(usage_json) if usage_json else None
+    usage = None
+    if usage_json:
+        try:
+            usage = json.loads(usage_json)
+        except ValueError:
+            usage = None
     if isinstance(usage, dict):
-        inp = _int(usage.get("input_tokens"))
-        out = _int(usage.get("output_tokens"))
-        tot = _int(usage.get("total_tokens"))
-        cache_r = _int(usage.get("cache_read_input_tokens"))
-        cache_w = _int(usage.get("cache_creation_input_tokens"))
+        g = usage.get
+        inp, out, tot = _fast_int(g("input_tokens")), _fast_int(g("output_tokens")), _fast_int(g("total_tokens"))
+        cache_r = _fast_int(g("cache_read_input_tokens"))
+        cache_w = _fast_int(g("cache_creation_input_tokens"))
         if tot is None and (inp is not None or out is not None):
             tot = (inp or 0) + (out or 0)
     end = end_ns if end_ns is not None and end_ns >= start_ns else start_ns

@@ -143,7 +143,6 @@ def counted_spans(trace: Trace) -> set[int]:
 @dataclass
 class _SpanAgg:
     name: str
-    types: Counter = field(default_factory=Counter)
     durations: array = field(default_factory=lambda: array("d"))
     error_count: int = 0
     self_ns: int = 0
@@ -155,7 +154,15 @@ class _SpanAgg:
     estimated: bool = False
     models: Counter = field(default_factory=Counter)
     traces: int = 0
+    kinds: dict = field(default_factory=dict)  # (span type, convention) -> count
     _last_trace: str | None = None
+
+    @property
+    def types(self) -> Counter:
+        out: Counter = Counter()
+        for (t, _), n in self.kinds.items():
+            out[t] += n
+        return out
 
 
 @dataclass
@@ -222,7 +229,6 @@ class StatsAccumulator:
         self.errors: dict[tuple, _ErrorAgg] = {}
         self.models: dict[str, _ModelAgg] = {}
         self.assessments: dict[str, _AssessmentAgg] = {}
-        self.span_types: Counter = Counter()
         self.states: Counter = Counter()
         self.sessions: set[str] = set()
         self.without_session = 0
@@ -230,7 +236,6 @@ class StatsAccumulator:
         self.span_total = 0
         self.orphan_spans = 0
         self.branches: Counter = Counter()
-        self.conventions: Counter = Counter()
         self.cost_by_day: dict[str, float] = defaultdict(float)
         self.group_by = group_by
         self.groups: dict[str, StatsAccumulator] = {}
@@ -279,15 +284,13 @@ class StatsAccumulator:
             if span_filter is not None and not span_filter(span):
                 continue
             self.span_total += 1
-            self.span_types[span.span_type] += 1
             if span.orphan:
                 self.orphan_spans += 1
-            if span.convention:
-                self.conventions[span.convention] += 1
             agg = self.spans.get(span.name)
             if agg is None:
                 agg = self.spans[span.name] = _SpanAgg(span.name)
-            agg.types[span.span_type] += 1
+            key = (span.span_type, span.convention)  # span types and conventions, tallied per name
+            agg.kinds[key] = agg.kinds.get(key, 0) + 1
             agg.durations.append(span.duration_ms)
             agg.self_ns += span.self_ns
             if agg._last_trace != tid:
@@ -363,6 +366,88 @@ class StatsAccumulator:
                 if len(agg.failing_traces) < self.examples:
                     agg.failing_traces.append(tid)
 
+    # -- merging (the parallel pass feeds disjoint, ordered slices of traces to workers)
+    def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
+        """Fold in an accumulator fed with the traces that come after this one's."""
+        for name in ("trace_count", "error_count", "in_tokens", "out_tokens", "total_tokens",
+                     "cost", "without_session", "span_total", "orphan_spans"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("any_cost", "any_estimated", "any_recorded"):
+            setattr(self, name, getattr(self, name) or getattr(other, name))
+        self.latencies.extend(other.latencies)
+        self.ok_latencies.extend(other.ok_latencies)
+        self.start_ms = _opt(min, self.start_ms, other.start_ms)
+        self.end_ms = _opt(max, self.end_ms, other.end_ms)
+        for name in ("states", "branches"):
+            getattr(self, name).update(getattr(other, name))
+        self.sessions |= other.sessions
+        self.users |= other.users
+        for day, cost in other.cost_by_day.items():
+            self.cost_by_day[day] += cost
+        for name, b in other.spans.items():
+            a = self.spans.get(name)
+            if a is None:
+                self.spans[name] = b
+                continue
+            for k, n in b.kinds.items():
+                a.kinds[k] = a.kinds.get(k, 0) + n
+            a.models.update(b.models)
+            a.durations.extend(b.durations)
+            for f in ("error_count", "self_ns", "tokens", "input_tokens", "output_tokens", "cost", "traces"):
+                setattr(a, f, getattr(a, f) + getattr(b, f))
+            a.priced |= b.priced
+            a.estimated |= b.estimated
+        for key, b in other.errors.items():
+            a = self.errors.get(key)
+            if a is None:
+                self.errors[key] = b
+                continue
+            a.count += b.count
+            a.traces |= b.traces
+            a.durations.extend(b.durations)
+            a.timeouts += b.timeouts
+            a.examples = (a.examples + [t for t in b.examples if t not in a.examples])[: self.examples]
+            a.first_ms = _opt(min, a.first_ms, b.first_ms)
+            a.last_ms = _opt(max, a.last_ms, b.last_ms)
+        for key, b in other.models.items():
+            a = self.models.get(key)
+            if a is None:
+                self.models[key] = b
+                continue
+            for f in ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost", "errors"):
+                setattr(a, f, getattr(a, f) + getattr(b, f))
+            a.priced |= b.priced
+            a.estimated |= b.estimated
+        for key, b in other.assessments.items():
+            a = self.assessments.get(key)
+            if a is None:
+                self.assessments[key] = b
+                continue
+            for f in ("count", "passed", "failed", "judge_errors"):
+                setattr(a, f, getattr(a, f) + getattr(b, f))
+            a.sources.update(b.sources)
+            a.judge_error_messages.update(b.judge_error_messages)
+            a.failing_traces = (a.failing_traces + b.failing_traces)[: self.examples]
+            a.judge_error_traces = (a.judge_error_traces + b.judge_error_traces)[: self.examples]
+        for key, b in other.groups.items():
+            a = self.groups.get(key)
+            if a is None:
+                self.groups[key] = b
+            else:
+                a.merge(b)
+        return self
+
+    def __getstate__(self):  # the group-key function is a closure: rebuilt after unpickling
+        state = dict(self.__dict__)
+        state["_group_key"] = None
+        state.pop("_span_filter", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.group_by:
+            self._group_key = group_key_function(self.group_by)
+
     def _add_error(self, trace: Trace, span: Span) -> None:
         etype = span.error_type or "Error"
         pattern = message_pattern(span.error_message or span.status_message)
@@ -383,6 +468,23 @@ class StatsAccumulator:
         agg.last_ms = t if agg.last_ms is None else max(agg.last_ms, t)
 
     # -- reading
+    @property
+    def span_types(self) -> Counter:
+        out: Counter = Counter()
+        for agg in self.spans.values():
+            for (t, _), n in agg.kinds.items():
+                out[t] += n
+        return out
+
+    @property
+    def conventions(self) -> Counter:
+        out: Counter = Counter()
+        for agg in self.spans.values():
+            for (_, c), n in agg.kinds.items():
+                if c:
+                    out[c] += n
+        return out
+
     def observed_days(self) -> float | None:
         if self.start_ms is None or self.end_ms is None:
             return None
@@ -517,6 +619,10 @@ class StatsAccumulator:
                 for key, acc in sorted(self.groups.items(), key=lambda kv: (-kv[1].trace_count, kv[0]))
             ]
         return out
+
+
+def _opt(f, a, b):
+    return b if a is None else a if b is None else f(a, b)
 
 
 # --- grouping ------------------------------------------------------------------------------------------
@@ -697,3 +803,58 @@ def format_text(stats: dict[str, Any], *, limit: int = 20) -> str:
             + ("-" if g["cost_usd"] is None else f"${g['cost_usd']:,.4f}"),
         ]
     return "\n".join(lines)
+
+
+# --- the pass over a source ---------------------------------------------------------------------
+
+PARALLEL_MIN_TRACES = 2000  # below this, starting workers costs more than it saves
+
+
+def _slice_worker(job) -> tuple["StatsAccumulator", list[str]]:
+    query, ids, group_by = job
+    from .sources import SqlStoreSource
+
+    source = SqlStoreSource(query)
+    acc = StatsAccumulator(group_by=group_by)
+    for trace in source.iter_traces(light=True, ids=ids):
+        acc.add(trace)
+    return acc, source.warnings
+
+
+def accumulate(source, *, group_by: str | None = None, workers: int | None = None) -> StatsAccumulator:
+    """The statistics of every trace of a source, failing loudly on an empty or unreadable one.
+
+    A large SQLite experiment is read in contiguous slices by forked worker processes, one
+    per core, whose accumulators are merged in order: the same figures, about twice as fast
+    on two cores. Elsewhere (other stores, files, no fork) it is one streaming pass.
+    """
+    import os
+
+    from .sources import SqlStoreSource, check_count, checked, scheme_of
+
+    light = isinstance(source, SqlStoreSource) and scheme_of(source.query.tracking_uri) == "sqlite"
+    if not light:
+        acc = StatsAccumulator(group_by=group_by)
+        for trace in checked(source):
+            acc.add(trace)
+        return acc
+    ids = source.trace_ids()
+    workers = workers or min(os.cpu_count() or 1, 4)
+    import multiprocessing
+
+    if workers > 1 and len(ids) >= PARALLEL_MIN_TRACES and "fork" in multiprocessing.get_all_start_methods():
+        size = -(-len(ids) // workers)
+        jobs = [(source.query, ids[i : i + size], group_by) for i in range(0, len(ids), size)]
+        with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+            parts = pool.map(_slice_worker, jobs)
+        acc = parts[0][0]
+        for part, warnings in parts[1:]:
+            acc.merge(part)
+        for _, warnings in parts:
+            source.warnings.extend(warnings)
+    else:
+        acc = StatsAccumulator(group_by=group_by)
+        for trace in source.iter_traces(light=True, ids=ids):
+            acc.add(trace)
+    check_count(source, acc.trace_count, known=bool(acc.conventions) or acc.span_total == 0)
+    return acc

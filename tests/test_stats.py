@@ -151,3 +151,34 @@ def test_light_read_gives_the_same_stats(corpus):
     assert compute_stats(src.iter_traces(light=True)) == compute_stats(src.iter_traces())
     grouped = [compute_stats(src.iter_traces(light=light), group_by="model") for light in (True, False)]
     assert grouped[0] == grouped[1]
+
+
+def _close(a, b, path="stats"):
+    import math
+
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("group_by", [None, "tag.environment"])
+def test_parallel_pass_gives_the_same_stats(corpus, monkeypatch, group_by):
+    """Large SQLite experiments are read by forked workers and merged: same figures
+    (sums may differ in the last bits of floating point)."""
+    from mlflow_analyzer import stats as stats_module
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+
+    src = SqlStoreSource(StoreQuery(corpus["tracking_uri"], experiment_id=corpus["experiment_id"]))
+    serial = stats_module.compute_stats(src.iter_traces(), group_by=group_by)
+    monkeypatch.setattr(stats_module, "PARALLEL_MIN_TRACES", 0)
+    parallel = stats_module.accumulate(src, group_by=group_by, workers=3).result()
+    _close(serial, parallel)

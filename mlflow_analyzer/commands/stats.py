@@ -37,18 +37,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..sources import checked
-    from ..stats import StatsAccumulator, format_text, group_key_function
+    from ..stats import accumulate, format_text, group_key_function
 
     if args.group_by:
         group_key_function(args.group_by)  # reject a bad key before reading anything
     source = open_source(args)
-    acc = StatsAccumulator(group_by=args.group_by)
-    # Statistics need no inputs or outputs: let a SQL store skip parsing them.
-    traces = source.iter_traces(light=True) if hasattr(source, "_light_spans") else None
-    for trace in checked(source, traces):
-        acc.add(trace)
-    result = acc.result()
+    result = accumulate(source, group_by=args.group_by).result()
     for w in source.warnings[:5]:
         from ..options import warn
 
