@@ -46,7 +46,7 @@ PROMOTED_METADATA = (META_SESSION, META_TOKEN_USAGE, META_COST)
 
 BATCH = 200  # traces per SQL round trip
 LIGHT_BATCH = 500  # the light read holds less per trace
-API_PAGE = 200  # traces per search_traces page over the public API
+API_PAGE = 200  # traces per page over the public API: 500 (the server maximum) was no faster end to end and held more memory
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 API_SCHEMES = ("http", "https", "databricks", "databricks-uc", "file", "uc")
