@@ -247,11 +247,7 @@ def span_from_dict(d: dict[str, Any]) -> Span:
     inp = out = tot = cache_r = cache_w = None
     usage = decode_value(attrs.get(CHAT_USAGE))
     if isinstance(usage, dict):
-        inp = _int(usage.get("input_tokens"))
-        out = _int(usage.get("output_tokens"))
-        tot = _int(usage.get("total_tokens"))
-        cache_r = _int(usage.get("cache_read_input_tokens"))
-        cache_w = _int(usage.get("cache_creation_input_tokens"))
+        inp, out, tot, cache_r, cache_w = _usage(usage)
     else:
         inp = _int(_first(attrs, GENAI_INPUT_TOKENS))
         out = _int(_first(attrs, GENAI_OUTPUT_TOKENS))
@@ -355,17 +351,12 @@ def span_from_columns(
 ) -> Span:
     """A span for statistics from the spans table's columns (no inputs, outputs, events)."""
     inp = out = tot = cache_r = cache_w = None
-    usage = None
-    if usage_json:
-        try:
-            usage = json.loads(usage_json)
-        except ValueError:
-            usage = None
+    try:
+        usage = json.loads(usage_json) if usage_json else None
+    except ValueError:
+        usage = None
     if isinstance(usage, dict):
-        g = usage.get
-        inp, out, tot = _fast_int(g("input_tokens")), _fast_int(g("output_tokens")), _fast_int(g("total_tokens"))
-        cache_r = _fast_int(g("cache_read_input_tokens"))
-        cache_w = _fast_int(g("cache_creation_input_tokens"))
+        inp, out, tot, cache_r, cache_w = _usage(usage)
         if tot is None and (inp is not None or out is not None):
             tot = (inp or 0) + (out or 0)
     end = end_ns if end_ns is not None and end_ns >= start_ns else start_ns
@@ -386,6 +377,18 @@ def span_from_columns(
         cache_write_tokens=cache_w,
         cost_usd=cost,
         convention="mlflow",
+    )
+
+
+def _usage(usage: dict) -> tuple:
+    """(input, output, total, cache read, cache write) from mlflow.chat.tokenUsage's dict."""
+    g = usage.get
+    return (
+        _fast_int(g("input_tokens")),
+        _fast_int(g("output_tokens")),
+        _fast_int(g("total_tokens")),
+        _fast_int(g("cache_read_input_tokens")),
+        _fast_int(g("cache_creation_input_tokens")),
     )
 
 
