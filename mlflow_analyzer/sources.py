@@ -564,9 +564,10 @@ class SqlStoreSource(Source):
         if not by_id:
             return []
         # The light read skips the bulky request/response copies statistics never read.
-        skip = f" AND key NOT IN ('{META_INPUTS}', '{META_OUTPUTS}')" if light else ""
+        kcol = self.engine.dialect.identifier_preparer.quote("key")  # a reserved word in MySQL
+        skip = f" AND {kcol} NOT IN ('{META_INPUTS}', '{META_OUTPUTS}')" if light else ""
         for key, value, rid in self._rows(
-            "SELECT key, value, request_id FROM trace_request_metadata WHERE request_id IN :ids" + skip,
+            f"SELECT {kcol}, value, request_id FROM trace_request_metadata WHERE request_id IN :ids" + skip,
             p,
             ("ids",),
         ):
@@ -574,7 +575,7 @@ class SqlStoreSource(Source):
             if key not in PROMOTED_METADATA or key not in meta:  # the columns win, as in MLflow
                 meta[key] = value
         for key, value, rid in self._rows(
-            "SELECT key, value, request_id FROM trace_tags WHERE request_id IN :ids", p, ("ids",)
+            f"SELECT {kcol}, value, request_id FROM trace_tags WHERE request_id IN :ids", p, ("ids",)
         ):
             tags = by_id[rid]["info"]["tags"]
             if key not in tags:  # trace_name column wins
