@@ -754,6 +754,11 @@ def _engine(uri: str):
         )
     try:
         return create_engine(uri, poolclass=NullPool)
+    except ImportError as exc:
+        raise SourceError(
+            f"the database driver for {uri.split('://', 1)[0]} is not installed ({exc}); install it "
+            "(e.g. pip install psycopg2-binary with postgresql+psycopg2://, or pymysql with mysql+pymysql://)"
+        ) from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise UsageError(f"malformed tracking URI {uri!r}: {first}") from None

@@ -149,6 +149,7 @@ def test_cli_errors_are_one_line(store, tmp_path):
         (["stats", "--tracking-uri", store["uri"], "--experiment-id", store["exp"], "--filter", "trace.status = 'IN_PROGRESS'"], 1, "no traces match"),
         (["stats", "--tracking-uri", store["uri"], "--experiment-id", store["exp"], "--since", "yesterday"], 2, "--since"),
         (["stats"], 2, "no traces given"),
+        (["stats", "--tracking-uri", "mysql://u@127.0.0.1:1/x", "--experiment-id", "1"], 1, "driver"),
     ]
     for args, code, text in cases:
         r = cli(*args)
