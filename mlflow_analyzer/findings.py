@@ -34,10 +34,8 @@ from typing import Any, Iterable
 
 from .model import Span, Trace
 from .stats import (
-    SLOW_FAILURE_MS,
     StatsAccumulator,
     counted_spans,
-    is_timeout,
     message_pattern,
     percentile,
     span_cost,

@@ -4,9 +4,6 @@ right category and span, no healthy span is flagged, distractors stay quiet."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 

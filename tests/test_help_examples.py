@@ -3,7 +3,6 @@ from the corpus) and succeeds."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex

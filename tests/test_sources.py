@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -88,7 +86,6 @@ def test_experiment_by_name_and_unknowns(store):
 
 
 def test_store_is_opened_read_only(store, tmp_path):
-    import os
 
     before = os.stat(store["uri"].split(":///", 1)[1]).st_mtime_ns
     list(SqlStoreSource(StoreQuery(store["uri"], experiment_id=store["exp"])).iter_traces())

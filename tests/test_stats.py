@@ -4,9 +4,6 @@ MLflow's own Python API (search_traces + numpy), on the realistic corpus."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 
 import numpy as np

@@ -49,7 +49,6 @@ def run(args) -> int:
     from ..extract import clip_strings, compile_program, normalized_view, run_program
     from ..normalize import trace_from_dict
     from ..options import one_raw_trace, open_source
-    from ..sources import checked
 
     program = RECIPES[args.recipe][1] if args.recipe else args.program
     view = "normalized" if args.recipe else args.view
