@@ -264,7 +264,6 @@ class _ErrExtra:
     times: array = field(default_factory=lambda: array("q"))
     ancestors: Counter = field(default_factory=Counter)
     trace_errors: int = 0  # traces that ended ERROR with this root cause
-    types: str = ""
 
 
 # --- the analyzer --------------------------------------------------------------------------------------
