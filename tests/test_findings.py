@@ -151,3 +151,26 @@ def test_required_tags_and_text(corpus):
     assert any("`team` missing" in t for t in titles)
     text = run("findings", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"], "--format", "text")
     assert "F-001" in text
+
+
+def test_repo_fills_code_and_finds_untraced_llm_calls(corpus, tmp_path):
+    slow = next(p for p in corpus["problems"] if p["kind"] == "slow_tool")["span_names"][0]
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "tools.py").write_text(
+        "import mlflow\n\n\n"
+        f"@mlflow.trace(name={slow!r}, span_type='TOOL')\n"
+        "def check(country):\n"
+        "    return country\n"
+    )
+    (tmp_path / "agent" / "summary.py").write_text(
+        "import anthropic\n\nclient = anthropic.Anthropic()\n\n\n"
+        "def summarize(text):\n"
+        "    return client.messages.create(model='claude-haiku-4-5', max_tokens=100,\n"
+        "                                  messages=[{'role': 'user', 'content': text}])\n"
+    )
+    out = json.loads(run("findings", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"],
+                         "--repo", str(tmp_path), "--all"))
+    located = next(f for f in out["findings"] if f["category"] == "latency_issue" and slow in f["span_names"])
+    assert located["code"] == "agent/tools.py:5"  # the decorated function
+    gaps = [f for f in out["findings"] if f["category"] == "missing_instrumentation" and f["code"]]
+    assert any(f["code"].startswith("agent/summary.py:") for f in gaps)
