@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Trace
+from .model import Trace, iso_ms
 from .stats import is_timeout, span_cost
 
 
@@ -65,7 +65,7 @@ def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:
     return {
         "trace_id": trace.trace_id,
         "state": trace.state,
-        "request_time": trace.to_dict(io=False)["request_time"],
+        "request_time": iso_ms(trace.request_time_ms),
         "duration_ms": trace.duration_ms,
         "span_count": len(trace.spans),
         "session_id": trace.session_id,
