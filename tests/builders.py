@@ -78,3 +78,29 @@ def cli_ok(*args, **kw) -> str:
     r = cli(*args, **kw)
     assert r.returncode == 0, f"{args}: {r.stderr[-2000:]}"
     return r.stdout
+
+
+def write_traces(specs: list, *, t0: int = T0, step_ms: float = 60_000, metadata=None) -> list[str]:
+    """Write several traces, the i-th starting ``i * step_ms`` after ``t0``; ``metadata`` is
+    a dict for all of them or a function of the index returning one. Returns the trace ids."""
+    ids = []
+    for i, spec in enumerate(specs):
+        md = metadata(i) if callable(metadata) else metadata
+        ids.append(write_trace(spec, t0=t0 + int(i * step_ms * 1_000_000), metadata=md))
+    return ids
+
+
+def read_traces(uri: str, experiment_id: str) -> list:
+    """The store's traces, normalized, oldest first."""
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+
+    src = SqlStoreSource(StoreQuery(uri, experiment_id=experiment_id, order_by=["timestamp_ms ASC"]))
+    return list(src.iter_traces())
+
+
+def findings_for(traces, **kwargs) -> dict:
+    """``{"findings", "findings_total", "stats"[, "checks"]}`` for normalized traces, all findings."""
+    from mlflow_analyzer.findings import analyze
+
+    kwargs.setdefault("max_findings", None)
+    return analyze(traces, **kwargs)
