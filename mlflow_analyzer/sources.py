@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from .errors import InputError, NotFoundError, SourceError, UsageError
 from .model import Trace
 from .normalize import (
+    CHAT_USAGE,
     META_COST,
     META_INPUTS,
     META_OUTPUTS,
@@ -46,6 +47,7 @@ PROMOTED_METADATA = (META_SESSION, META_TOKEN_USAGE, META_COST)
 
 BATCH = 200  # traces per SQL round trip
 LIGHT_BATCH = 500  # the light read holds less per trace
+INFO_BATCH = 1000  # trace records without spans
 API_PAGE = 200  # traces per page over the public API: 500 (the server maximum) was no faster end to end and held more memory
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -105,6 +107,12 @@ class Source:
     def iter_raw(self) -> Iterator[dict]:
         """Traces as MLflow's own JSON (``Trace.to_dict()`` form)."""
         raise NotImplementedError  # pragma: no cover
+
+    def iter_trace_infos(self) -> Iterator[Trace]:
+        """Traces for commands that need only trace-level fields (state, duration, time,
+        session, user, tokens, cost, tags, metadata): stores skip the spans where they can;
+        here, whole traces."""
+        return self.iter_traces()
 
     def get_raw(self, trace_id: str) -> dict:
         for raw in self.iter_raw():
@@ -330,6 +338,13 @@ class ApiSource(Source):
         for raw in self.iter_raw():
             yield trace_from_dict(raw)
 
+    def iter_trace_infos(self) -> Iterator[Trace]:
+        if self.experiment_id is None:
+            raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
+        for t in search_pages(self.client, self.experiment_id, self.query, include_spans=False, page_size=500):
+            raw = t.to_dict()
+            yield trace_from_parts(raw["info"], [], raw["info"].get("assessments") or [])
+
     def get_raw(self, trace_id: str) -> dict:
         try:
             t = self.client.get_trace(trace_id, display=False)
@@ -386,41 +401,96 @@ def _check_reachable(uri: str) -> None:
 
 
 class SqlStoreSource(Source):
-    """Read-only, batched reads of an MLflow SQL tracking store's trace tables."""
+    """Read-only, batched reads of an MLflow SQL tracking store's trace tables.
+
+    Reads go through the database's own DB-API driver (``sqlite3``; psycopg2 and others
+    through the read-only SQLAlchemy engine's raw connection): rows come back as plain
+    tuples, and a SQLite store never imports SQLAlchemy at all.
+    """
 
     def __init__(self, query: StoreQuery):
         super().__init__(description=query.tracking_uri)
         self.query = query
-        self.engine = _engine(query.tracking_uri)
+        self.dialect = scheme_of(query.tracking_uri)
+        self._engine = None
+        self._conn = None
+        if self.dialect == "sqlite":
+            self._sqlite_uri = _sqlite_ro_uri(query.tracking_uri)
+        else:
+            self._engine = _engine(query.tracking_uri)
         self._check_schema()
         self.experiment_id = self._resolve_experiment() if (
             query.experiment_id or query.experiment_name
         ) else None
         self._api: ApiSource | None = None
 
-    # -- plumbing
-    def _rows(self, sql: str, params: dict | None = None, expand: tuple[str, ...] = ()):
-        from sqlalchemy import bindparam, text
+    @property
+    def engine(self):
+        """The read-only SQLAlchemy engine (created on first use for SQLite)."""
+        if self._engine is None:
+            self._engine = _engine(self.query.tracking_uri)
+        return self._engine
 
-        stmt = text(sql)
-        if expand:
-            stmt = stmt.bindparams(*(bindparam(n, expanding=True) for n in expand))
+    # -- plumbing
+    def _connection(self):
+        if self._conn is None:
+            if self.dialect == "sqlite":
+                import sqlite3
+
+                self._conn = sqlite3.connect(self._sqlite_uri, uri=True, check_same_thread=False)
+            else:
+                self._conn = self.engine.raw_connection()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # pragma: no cover - closing a read-only connection
+                pass
+            self._conn = None
+
+    def __getstate__(self):  # a connection does not cross a fork or a pickle
+        state = dict(self.__dict__)
+        state["_conn"] = None
+        state["_engine"] = None
+        return state
+
+    def _rows(self, sql: str, params: dict | None = None, expand: tuple[str, ...] = ()):
+        """``sql`` with ``:name`` placeholders (``expand`` names bind lists, for ``IN :ids``),
+        run on the driver in its own parameter style; rows as tuples."""
+        text, args = _bind(sql, params or {}, expand, _paramstyle(self.dialect))
         try:
-            with self.engine.connect() as conn:
-                return conn.execute(stmt, params or {}).fetchall()
+            cur = self._connection().cursor()
+            try:
+                cur.execute(text, args)
+                return cur.fetchall()
+            finally:
+                cur.close()
         except Exception as exc:
+            if self.dialect != "sqlite" and self._conn is not None:
+                with _suppress():
+                    self._conn.rollback()  # PostgreSQL: an error aborts the transaction
             first = str(exc).strip().splitlines()[0][:300]
             raise SourceError(f"reading {self.query.tracking_uri}: {first}") from None
 
     def _check_schema(self) -> None:
-        from sqlalchemy import inspect
-
         try:
-            inspector = inspect(self.engine)
-            names = set(inspector.get_table_names())
-            self._info_columns = (
-                {c["name"] for c in inspector.get_columns("trace_info")} if "trace_info" in names else set()
-            )
+            if self.dialect == "sqlite":
+                names = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                self._info_columns = (
+                    {r[1] for r in self._rows("PRAGMA table_info(trace_info)")} if "trace_info" in names else set()
+                )
+            else:
+                from sqlalchemy import inspect
+
+                inspector = inspect(self.engine)
+                names = set(inspector.get_table_names())
+                self._info_columns = (
+                    {c["name"] for c in inspector.get_columns("trace_info")} if "trace_info" in names else set()
+                )
+        except SourceError as exc:
+            raise SourceError(str(exc).replace("reading ", "cannot open ", 1)) from None
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise SourceError(f"cannot open {self.query.tracking_uri}: {first}") from None
@@ -511,16 +581,27 @@ class SqlStoreSource(Source):
         for i in range(0, len(ids), BATCH):
             yield from self._load_batch(ids[i : i + BATCH])
 
+    @property
+    def supports_light_read(self) -> bool:
+        return self.dialect in LIGHT_DIALECTS
+
     def iter_traces(self, *, light: bool = False, ids: list[str] | None = None) -> Iterator[Trace]:
-        """Traces in the normalized model. ``light=True`` (SQLite only, for statistics):
+        """Traces in the normalized model. ``light=True`` (SQLite and PostgreSQL, for statistics):
         spans without inputs, outputs or attributes, built from the spans table's columns;
         about three times faster on large experiments."""
-        light = light and scheme_of(self.query.tracking_uri) == "sqlite"
+        light = light and self.supports_light_read
         ids = self.trace_ids() if ids is None else ids
         batch = LIGHT_BATCH if light else BATCH
         for i in range(0, len(ids), batch):
             for raw in self._load_batch(ids[i : i + batch], light=light):
                 yield trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
+
+    def iter_trace_infos(self) -> Iterator[Trace]:
+        """Trace records without spans (no request/response copies either)."""
+        ids = self.trace_ids()
+        for i in range(0, len(ids), INFO_BATCH):
+            for raw in self._load_batch(ids[i : i + INFO_BATCH], light=True, spans=False):
+                yield trace_from_parts(raw["info"], [], raw["info"].get("assessments") or [])
 
     def get_raw(self, trace_id: str) -> dict:
         found = self._load_batch([trace_id])
@@ -528,7 +609,9 @@ class SqlStoreSource(Source):
             raise NotFoundError(f"trace {trace_id} not found in {self.query.tracking_uri}")
         return found[0]
 
-    def _load_batch(self, ids: list[str], *, light: bool = False) -> list[dict]:
+    def _load_batch(self, ids: list[str], *, light: bool = False, spans: bool = True) -> list[dict]:
+        """Traces as MLflow's JSON. ``light``: spans from the spans table's columns and no
+        request/response metadata copies; ``spans=False``: trace records only."""
         p = {"ids": ids}
         promoted = [c for c in PROMOTED_COLUMNS if c in self._info_columns]
         infos = self._rows(
@@ -564,7 +647,7 @@ class SqlStoreSource(Source):
         if not by_id:
             return []
         # The light read skips the bulky request/response copies statistics never read.
-        kcol = self.engine.dialect.identifier_preparer.quote("key")  # a reserved word in MySQL
+        kcol = "`key`" if self.dialect == "mysql" else '"key"'  # a reserved word in MySQL
         skip = f" AND {kcol} NOT IN ('{META_INPUTS}', '{META_OUTPUTS}')" if light else ""
         for key, value, rid in self._rows(
             f"SELECT {kcol}, value, request_id FROM trace_request_metadata WHERE request_id IN :ids" + skip,
@@ -588,6 +671,8 @@ class SqlStoreSource(Source):
             ("ids",),
         ):
             by_id[row[1]]["info"].setdefault("assessments", []).append(_assessment_row(row))
+        if not spans:
+            return [by_id[rid] for rid in ids if rid in by_id]
         if light:
             self._light_spans(by_id, p)
         else:
@@ -615,8 +700,8 @@ class SqlStoreSource(Source):
         rows = self._rows(
             "SELECT trace_id, span_id, parent_span_id, name, type, status, start_time_unix_nano, "
             "end_time_unix_nano, total_cost, model_name, model_provider, "
-            f"json_extract(content, '{LIGHT_USAGE_PATH}'), "
-            f"CASE WHEN {LIGHT_SPAN_NEEDS_JSON} THEN content END "
+            f"{_light_usage_sql(self.dialect)}, "
+            f"CASE WHEN {_light_needs_json_sql(self.dialect)} THEN content END "
             "FROM spans WHERE trace_id IN :ids",
             p,
             ("ids",),
@@ -730,6 +815,20 @@ def _iso(ms: Any) -> str:
     return text.replace(".000Z", "Z") if ms % 1000 == 0 else text
 
 
+def _sqlite_ro_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a read-only SQLite URI."""
+    # sqlite:///relative.db and sqlite:////absolute/path.db: drop the URI's own slash.
+    path = uri.split("://", 1)[1].split("?", 1)[0]
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:":
+        raise UsageError(
+            f"malformed SQLite URI {uri!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    if not os.path.isfile(path):
+        raise SourceError(f"no SQLite tracking store at {path} (from {uri})")
+    return f"file:{Path(path).resolve()}?mode=ro"
+
+
 def _engine(uri: str):
     """A read-only SQLAlchemy engine. SQLite files open in mode=ro: nothing can be written."""
     from sqlalchemy import create_engine
@@ -737,18 +836,9 @@ def _engine(uri: str):
 
     scheme = scheme_of(uri)
     if scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute/path.db: drop the URI's own slash.
-        path = uri.split("://", 1)[1].split("?", 1)[0]
-        path = path[1:] if path.startswith("/") else path
-        if not path or path == ":memory:":
-            raise UsageError(
-                f"malformed SQLite URI {uri!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
-            )
-        if not os.path.isfile(path):
-            raise SourceError(f"no SQLite tracking store at {path} (from {uri})")
         import sqlite3
 
-        ro = f"file:{Path(path).resolve()}?mode=ro"
+        ro = _sqlite_ro_uri(uri)
         return create_engine(
             "sqlite://", creator=lambda: sqlite3.connect(ro, uri=True), poolclass=NullPool
         )
@@ -762,6 +852,73 @@ def _engine(uri: str):
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise UsageError(f"malformed tracking URI {uri!r}: {first}") from None
+
+
+# --- the light read's SQL, per dialect ----------------------------------------------------------
+
+LIGHT_DIALECTS = ("sqlite", "postgresql")
+
+
+def _light_usage_sql(dialect: str) -> str:
+    """SQL extracting a span's mlflow.chat.tokenUsage attribute (a JSON string) from its content."""
+    if dialect == "postgresql":
+        return f"(CAST(content AS json) -> 'attributes' ->> '{CHAT_USAGE}')"
+    return f"json_extract(content, '{LIGHT_USAGE_PATH}')"
+
+
+def _light_needs_json_sql(dialect: str) -> str:
+    """normalize.LIGHT_SPAN_NEEDS_JSON (written for SQLite) in the dialect's functions."""
+    sql = LIGHT_SPAN_NEEDS_JSON
+    if dialect == "postgresql":
+        sql = sql.replace(f"json_extract(content, '{LIGHT_USAGE_PATH}')", _light_usage_sql(dialect))
+        sql = re.sub(r"instr\(content, ", "strpos(content, ", sql)
+    return sql
+
+
+# --- SQL text for the DB-API drivers -------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_PARAMSTYLE = {"sqlite": "qmark", "mssql": "qmark"}  # psycopg2, pymysql: pyformat
+
+
+def _paramstyle(dialect: str) -> str:
+    return _PARAMSTYLE.get(dialect, "pyformat")
+
+
+def _bind(sql: str, params: dict, expand: tuple[str, ...], style: str) -> tuple[str, Any]:
+    """Rewrite ``:name`` placeholders for the driver: ``?`` (qmark, positional arguments) or
+    ``%(name)s`` (pyformat). A name in ``expand`` binds a list: ``IN :ids`` becomes
+    ``IN (?, ?, ...)``. Literal ``%`` is doubled for pyformat drivers."""
+    positional: list[Any] = []
+    named: dict[str, Any] = {}
+
+    def repl(m: "re.Match") -> str:
+        name = m.group(1)
+        value = params[name]
+        if name in expand:
+            values = list(value) or [None]  # IN (NULL) matches nothing
+            if style == "qmark":
+                positional.extend(values)
+                return "(" + ", ".join("?" * len(values)) + ")"
+            keys = [f"{name}_{i}" for i in range(len(values))]
+            named.update(zip(keys, values))
+            return "(" + ", ".join(f"%({k})s" for k in keys) + ")"
+        if style == "qmark":
+            positional.append(value)
+            return "?"
+        named[name] = value
+        return f"%({name})s"
+
+    if style != "qmark":
+        sql = sql.replace("%", "%%")
+    text = _PLACEHOLDER.sub(repl, sql)
+    return (text, positional) if style == "qmark" else (text, named)
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(Exception)
 
 
 def checked(source: Source, traces: Iterator[Trace] | None = None) -> Iterator[Trace]:

@@ -830,9 +830,9 @@ def accumulate(source, *, group_by: str | None = None, workers: int | None = Non
     """
     import os
 
-    from .sources import SqlStoreSource, check_count, checked, scheme_of
+    from .sources import SqlStoreSource, check_count, checked
 
-    light = isinstance(source, SqlStoreSource) and scheme_of(source.query.tracking_uri) == "sqlite"
+    light = isinstance(source, SqlStoreSource) and source.supports_light_read
     if not light:
         acc = StatsAccumulator(group_by=group_by)
         for trace in checked(source):

@@ -88,6 +88,22 @@ def test_extract_raw_view_and_errors(files):
     assert r.returncode == 2 and "does not compile" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_extract_stops_reading_at_the_limit(corpus, tmp_path):
+    """--limit N: the first N results in reading order, the same as the first N of a larger
+    limit, and the traces past the limit are not read."""
+    src = ["--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"]]
+    few = run("extract", *src, "--recipe", "spans", "--limit", "7")
+    assert few.returncode == 0, few.stderr
+    out = tmp_path / "all.jsonl"
+    many = run("extract", *src, "--recipe", "spans", "--limit", "100000", "--output", str(out))
+    assert many.returncode == 0, many.stderr
+    rows = out.read_text().splitlines()
+    assert len(rows) > 7 and few.stdout.splitlines() == rows[:7]
+    assert "showing the first 7 results, from " in few.stderr and "more follow" in few.stderr
+    read = int(few.stderr.split("from ")[1].split()[0])
+    assert read < corpus["trace_count"] / 4, few.stderr
+
+
 def test_large_extract_output_spills_to_a_file(files, tmp_path):
     r = run("extract", str(files["dir"] / "all.jsonl"), "-p", ".spans[]", "--limit", "5000",
             env_extra={"MLFLOW_ANALYZER_SPILL_DIR": str(tmp_path)})

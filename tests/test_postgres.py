@@ -89,3 +89,20 @@ def test_filter_and_findings_over_postgres(store):
     assert errs["trace_count"] == 2
     out = json.loads(cli_ok("findings", "--tracking-uri", store["uri"], "--experiment-id", store["exp"]))
     assert any(f["category"] == "error_pattern" and f["span_names"][0] == "lookup" for f in out["findings"])
+
+
+def test_light_read_and_parallel_pass_over_postgres(store, monkeypatch):
+    """PostgreSQL gets SQLite's fast path: the light read (token usage extracted by the
+    database, JSON parsed only where the columns cannot say everything) and the forked
+    parallel pass; both give the figures of the full read."""
+    from mlflow_analyzer import stats as stats_module
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+
+    src = SqlStoreSource(StoreQuery(tracking_uri=store["uri"], experiment_id=store["exp"]))
+    assert src.supports_light_read
+    full = stats_module.compute_stats(src.iter_traces())
+    assert stats_module.compute_stats(src.iter_traces(light=True)) == full
+    monkeypatch.setattr(stats_module, "PARALLEL_MIN_TRACES", 0)
+    parallel = stats_module.accumulate(src, workers=2).result()
+    for key in ("trace_count", "error_count", "latency_ms", "tokens", "spans", "errors"):
+        assert parallel[key] == full[key], key

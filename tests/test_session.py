@@ -31,3 +31,23 @@ def test_list_and_unknown(corpus):
     assert listing["traces_without_session"] > 0
     r = run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"], "--session-id", "nope")
     assert r.returncode == 1 and "no traces with session id" in r.stderr
+
+
+def test_list_reads_trace_records_only_and_gives_the_same_list(corpus, tmp_path):
+    """--list needs trace rows only: the store read skips spans, and the list equals the one
+    built from whole traces (files holding the same traces)."""
+    from mlflow_analyzer.sessions import list_sessions
+    from mlflow_analyzer.sources import SqlStoreSource, StoreQuery
+
+    src = SqlStoreSource(StoreQuery(corpus["tracking_uri"], experiment_id=corpus["experiment_id"]))
+    infos = list(src.iter_trace_infos())
+    assert infos and all(not t.spans for t in infos)
+    assert list_sessions(infos, limit=1000) == list_sessions(src.iter_traces(), limit=1000)
+    dump = tmp_path / "all.jsonl"
+    r = run("fetch", "--tracking-uri", corpus["tracking_uri"], "--experiment-id", corpus["experiment_id"],
+            "--output", str(dump))
+    assert r.returncode == 0, r.stderr
+    from_store = json.loads(run("session", "--tracking-uri", corpus["tracking_uri"], "--experiment-id",
+                                corpus["experiment_id"], "--list", "--limit", "1000").stdout)
+    from_files = json.loads(run("session", str(dump), "--list", "--limit", "1000").stdout)
+    assert from_store == from_files

@@ -18,7 +18,8 @@ def register(sub) -> None:
             "Run a jq program over each trace and print every result as one JSON line. Named "
             "recipes read the normalized view, where attributes are decoded, span ids are hex "
             "and assessments are always a list. --view raw runs your program on MLflow's own "
-            "JSON instead. --limit bounds the number of results; long strings are clipped "
+            "JSON instead. --limit bounds the number of results (reading stops there: traces "
+            "past the limit are not read); long strings are clipped "
             "(--max-string); a large result is written to a file whose path is printed.\n\n"
             "recipes:\n" + recipe_help()
         ),
@@ -55,38 +56,41 @@ def run(args) -> int:
     compiled = compile_program(program)
 
     if args.trace_id:
-        raws = [one_raw_trace(args)]
+        raws = iter([one_raw_trace(args)])
     else:
         source = open_source(args)
         raws = source.iter_raw()
 
-    def docs():
-        for raw in raws:
-            tid = raw["info"].get("trace_id")
-            if view == "raw":
-                yield tid, raw
-            else:
-                yield tid, normalized_view(trace_from_dict(raw))
-
-    lines = []
-    total = 0
+    # Traces are read and converted one at a time, and reading stops as soon as --limit
+    # results are in: the total beyond the limit is not counted (that would mean reading
+    # every trace of the experiment).
+    lines: list[str] = []
     traces_seen = 0
-    for traces_seen, (tid, doc) in enumerate(docs(), start=1):
+    more = False
+    for raw in raws:
+        traces_seen += 1
+        tid = raw["info"].get("trace_id")
+        doc = raw if view == "raw" else normalized_view(trace_from_dict(raw))
         for result in run_program(compiled, [(tid, doc)]):
-            total += 1
-            if len(lines) < args.limit:
-                lines.append(json.dumps(clip_strings(result, args.max_string), ensure_ascii=False, default=str))
+            if len(lines) == args.limit:
+                more = True
+                break
+            lines.append(json.dumps(clip_strings(result, args.max_string), ensure_ascii=False, default=str))
+        if len(lines) == args.limit:
+            break
     if traces_seen == 0:
         from ..errors import NotFoundError
 
         raise NotFoundError("no traces to extract from")
     text = "\n".join(lines)
-    if total > len(lines):
+    if len(lines) == args.limit:
         print(
-            f"mlflow-analyzer: {total} results over {traces_seen} traces; showing {len(lines)} (raise --limit)",
+            f"mlflow-analyzer: showing the first {len(lines)} results, from {traces_seen} traces; "
+            + ("more follow" if more else "there may be more")
+            + " (raise --limit)",
             file=sys.stderr,
         )
-    elif total == 0:
+    elif not lines:
         print(f"mlflow-analyzer: the program produced no results over {traces_seen} traces", file=sys.stderr)
     if args.output:
         write_output(text, args)

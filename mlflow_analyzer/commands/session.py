@@ -41,7 +41,9 @@ def run(args) -> int:
     from ..sources import checked
 
     if args.list:
-        result = list_sessions(checked(open_source(args)), limit=args.limit)
+        # Only trace records are needed: stores skip reading the spans.
+        source = open_source(args)
+        result = list_sessions(checked(source, source.iter_trace_infos()), limit=args.limit)
         if args.format == "text":
             lines = [f"{result['sessions']} sessions; {result['traces_without_session']} traces without one"]
             lines += [
