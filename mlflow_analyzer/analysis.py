@@ -37,6 +37,7 @@ def analyze_source(
     for trace in checked(source):
         fa.add(trace)
     result = fa.result(max_findings=max_findings, locate_result=locate_result)
+    result["stats"].update(source.skip_summary())
     return Analysis(
         stats=result["stats"],
         findings=result["findings"],

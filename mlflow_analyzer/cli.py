@@ -67,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from . import options
+
+    frame = options.begin_command()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        for source in frame:
+            line = options.skip_warning(source)
+            if line:
+                print(f"{PROG}: warning: {line}", file=sys.stderr)
+        return code
     except AnalyzerError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+    finally:
+        options.end_command(frame)
 
 
 if __name__ == "__main__":

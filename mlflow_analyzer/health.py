@@ -62,6 +62,10 @@ def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:
         problems.append(f"{len(llm_no_usage)} LLM span(s) without token usage")
     if trace.orphans:
         problems.append(f"{len(trace.orphans)} orphan span(s) (parent missing)")
+    if trace.cycle_spans:
+        problems.append(f"{len(trace.cycle_spans)} span(s) on a parent cycle (cut to show a tree)")
+    if trace.duplicate_id_spans:
+        problems.append(f"{len(trace.duplicate_id_spans)} span(s) reusing another span's id")
     return {
         "trace_id": trace.trace_id,
         "state": trace.state,
@@ -97,6 +101,8 @@ def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:
         "llm_spans_without_usage": llm_no_usage,
         "llm_spans_without_model": llm_no_model,
         "orphan_spans": [s.name for s in trace.orphans],
+        "cycle_spans": [s.name for s in trace.cycle_spans],
+        "duplicate_id_spans": [s.name for s in trace.duplicate_id_spans],
         "request_preview": _clip(trace.request_preview, 500),
         "response_preview": _clip(trace.response_preview, 500),
     }

@@ -7,7 +7,6 @@ records them; helpers expose milliseconds.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -17,10 +16,9 @@ NS_PER_MS = 1_000_000
 def _decode(raw: str | None) -> Any:
     if raw is None:
         return None
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return raw
+    from .normalize import decode_value
+
+    return decode_value(raw)
 
 
 @dataclass(slots=True)
@@ -47,11 +45,15 @@ class Span:
     cost_usd: float | None = None  # as recorded on the span (mlflow.llm.cost)
     convention: str | None = None  # "mlflow" | "gen_ai" | "openinference" | None
     attributes: dict[str, Any] = field(default_factory=dict)  # decoded, for the views
+    kind: str | None = None  # OpenTelemetry SpanKind: CLIENT, SERVER, INTERNAL, PRODUCER, CONSUMER
+    tool_name: str | None = None  # gen_ai.tool.name / tool.name, when the span says
     # Filled by Trace.link():
     children: list["Span"] = field(default_factory=list)
     depth: int = 0
     self_ns: int = 0
-    orphan: bool = False
+    orphan: bool = False  # its parent id names no span of the trace: shown as a root
+    cycle: bool = False  # on a parent cycle (or its own parent): the cycle is cut at one member
+    duplicate_id: bool = False  # another span of the trace has the same id (the first keeps it)
 
     @property
     def duration_ns(self) -> int:
@@ -137,6 +139,10 @@ class Span:
                 else None
             ),
             "orphan": self.orphan,
+            "cycle": self.cycle,
+            "duplicate_id": self.duplicate_id,
+            "kind": self.kind,
+            "tool_name": self.tool_name,
             "convention": self.convention,
         }
         if io:
@@ -231,7 +237,8 @@ class Trace:
     name: str | None = None
     request_preview: str | None = None
     response_preview: str | None = None
-    session_id: str | None = None
+    session_id: str | None = None  # the full id (3.18: a JSON array string for a hierarchy)
+    session_path: list[str] | None = None  # a hierarchical session id's levels, outermost first
     user_id: str | None = None
     git_branch: str | None = None
     git_commit: str | None = None
@@ -265,19 +272,70 @@ class Trace:
         return self.roots[0] if self.roots else None
 
     def link(self) -> "Trace":
-        """Build the tree: children, depth, orphans and self time."""
-        self.spans.sort(key=lambda s: (s.start_ns, s.end_ns))
-        self.by_id = {s.span_id: s for s in self.spans}
-        self.roots = []
-        for s in self.spans:
+        """Build the tree: children, depth, self time, and the marks of a span graph that is
+        not a tree. Terminates on any input, without recursion, and drops no span:
+
+        * a parent id naming no span: ``orphan``, shown as a root;
+        * spans sharing an id: the first (in start order) keeps it for children to attach
+          to; the others are ``duplicate_id`` and sit under their own parent;
+        * a parent cycle (a span its own parent included): every member is ``cycle``; the
+          earliest member becomes a root (its ``parent_id`` cleared, so that walking up
+          ``by_id`` from any span ends).
+        """
+        spans = self.spans
+        spans.sort(key=lambda s: (s.start_ns, s.end_ns))
+        by_id: dict[str, Span] = {}
+        for s in spans:
             s.children = []
-        for s in self.spans:
-            parent = self.by_id.get(s.parent_id) if s.parent_id else None
-            if parent is None or parent is s:
-                s.orphan = s.parent_id is not None
+            s.orphan = False
+            if s.span_id in by_id:
+                s.duplicate_id = True
+            else:
+                s.duplicate_id = False
+                by_id[s.span_id] = s
+        self.by_id = by_id
+        n = len(spans)
+        index = {id(s): i for i, s in enumerate(spans)}
+        parent: list[int] = [-1] * n
+        for i, s in enumerate(spans):
+            pid = s.parent_id
+            if not pid:
+                continue
+            p = by_id.get(pid)
+            if p is None:
+                s.orphan = True
+            elif p is s:
+                s.cycle = True
+                s.parent_id = None
+            else:
+                parent[i] = index[id(p)]
+        # Each span has at most one parent: follow parent links from every unvisited span;
+        # meeting a span of the current walk again closes a cycle.
+        state = bytearray(n)  # 0 unseen, 1 on the current walk, 2 done
+        for i in range(n):
+            if state[i]:
+                continue
+            walk = []
+            j = i
+            while j >= 0 and state[j] == 0:
+                state[j] = 1
+                walk.append(j)
+                j = parent[j]
+            if j >= 0 and state[j] == 1:
+                members = walk[walk.index(j):]
+                for m in members:
+                    spans[m].cycle = True
+                cut = min(members)  # the earliest-starting member becomes the root
+                parent[cut] = -1
+                spans[cut].parent_id = None
+            for m in walk:
+                state[m] = 2
+        self.roots = []
+        for i, s in enumerate(spans):
+            if parent[i] < 0:
                 self.roots.append(s)
             else:
-                parent.children.append(s)
+                spans[parent[i]].children.append(s)
         for root in self.roots:
             stack = [(root, 0)]
             while stack:
@@ -298,6 +356,41 @@ class Trace:
                 depth += 1
                 stack.extend((c, depth) for c in kids)
         return self
+
+    @property
+    def cycle_spans(self) -> list[Span]:
+        return [s for s in self.spans if s.cycle]
+
+    @property
+    def duplicate_id_spans(self) -> list[Span]:
+        return [s for s in self.spans if s.duplicate_id]
+
+    def post_order(self) -> Iterator[Span]:
+        """Spans children first (every span after all its descendants), without recursion."""
+        stack: list[tuple[Span, bool]] = [(r, False) for r in reversed(self.roots)]
+        while stack:
+            span, expanded = stack.pop()
+            if expanded or not span.children:
+                yield span
+                continue
+            stack.append((span, True))
+            stack.extend((c, False) for c in reversed(span.children))
+
+    def innermost(self, has) -> list[Span]:
+        """Spans with a property none of whose descendants has it (so nothing counts twice),
+        in post order."""
+        out = []
+        below: dict[int, bool] = {}  # id(span) -> some span of its subtree has it
+        for span in self.post_order():
+            under = False
+            for c in span.children:
+                if below.pop(id(c)):
+                    under = True
+            mine = bool(has(span))
+            if mine and not under:
+                out.append(span)
+            below[id(span)] = under or mine
+        return out
 
     def walk(self) -> Iterator[Span]:
         """Spans depth first in start order (roots first)."""
@@ -320,12 +413,9 @@ class Trace:
         return [s for s in self.spans if s.is_error]
 
     def root_causes(self) -> list[Span]:
-        """Error spans none of whose descendants failed: where errors started."""
-        out = []
-        for s in self.spans:
-            if s.is_error and not any(_subtree_has_error(c) for c in s.children):
-                out.append(s)
-        return out
+        """Error spans none of whose descendants failed: where errors started (in start order)."""
+        causes = {id(s) for s in self.innermost(lambda s: s.is_error)}
+        return [s for s in self.spans if id(s) in causes]
 
     def to_dict(self, *, io: bool = True) -> dict[str, Any]:
         base = self.start_ns

@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import InputError, UsageError
+from .model import Trace
 from .sources import FileSource, Source, StoreQuery, open_store, parse_since
 
 # Past this many bytes, a result that could be unbounded (extract, tree) goes to a file and
@@ -103,7 +104,7 @@ def open_source(args: argparse.Namespace, *, need_experiment: bool = True) -> So
                 "give trace files or a tracking store, not both "
                 f"(files plus --{store_flags[0].replace('_', '-').replace('-string', '')})"
             )
-        return FileSource(inputs)
+        return opened(FileSource(inputs))
     query = store_query(args)
     if query is None:
         raise UsageError(
@@ -112,7 +113,7 @@ def open_source(args: argparse.Namespace, *, need_experiment: bool = True) -> So
         )
     if need_experiment and not (query.experiment_id or query.experiment_name):
         raise UsageError("give --experiment-id or --experiment-name (or $MLFLOW_EXPERIMENT_ID)")
-    return open_store(query)
+    return opened(open_store(query))
 
 
 def write_output(text: str, args: argparse.Namespace) -> None:
@@ -162,26 +163,70 @@ def add_trace_id_option(p: argparse.ArgumentParser, required: bool = False) -> N
     )
 
 
-def one_raw_trace(args: argparse.Namespace) -> dict:
-    """The one trace a command is about, as MLflow's JSON: --trace-id from a store or files,
-    or the single trace a file holds."""
+def one_trace(args: argparse.Namespace) -> tuple[dict, "Trace"]:
+    """The one trace a command is about, as MLflow's JSON and as a normalized Trace:
+    --trace-id from a store or files, or the single trace a file holds. A malformed trace
+    is an error here (one line naming the file, the trace and the field)."""
     trace_id = getattr(args, "trace_id", None)
     inputs = getattr(args, "inputs", None) or []
     if not inputs:
         if not trace_id:
             raise UsageError("give --trace-id (with --tracking-uri or $MLFLOW_TRACKING_URI), or a trace file")
         source = open_source(args, need_experiment=False)
-        return source.get_raw(trace_id)
+        return source.get_pair(trace_id)
     source = open_source(args)
     if trace_id:
-        return source.get_raw(trace_id)
+        return source.get_pair(trace_id)
+    from .sources import Unreadable
+
     found = None
-    for raw in source.iter_raw():
+    unreadable = None
+    for where, raw in source.entries():
+        if isinstance(raw, Unreadable):
+            unreadable = unreadable or raw.reason
+            continue
         if found is not None:
             raise UsageError(f"{source.description} holds several traces: pick one with --trace-id")
-        found = raw
+        found = (where, raw)
     if found is None:
-        from .errors import InputError
+        reason = unreadable or (source.skip_reasons[0] if source.skip_reasons else None)
+        raise InputError(reason or f"{source.description}: no traces")
+    where, raw = found
+    return raw, source.normalize(raw, where)
 
-        raise InputError(f"{source.description}: no traces")
-    return found
+
+def one_raw_trace(args: argparse.Namespace) -> dict:
+    return one_trace(args)[0]
+
+
+# The sources opened by the command running now (a stack: `review` runs commands inside
+# its own), so that the CLI can say on stderr what every one of them skipped.
+_OPENED: list[list[Source]] = []
+
+
+def opened(source: Source) -> Source:
+    if _OPENED:
+        _OPENED[-1].append(source)
+    return source
+
+
+def begin_command() -> list[Source]:
+    frame: list[Source] = []
+    _OPENED.append(frame)
+    return frame
+
+
+def end_command(frame: list[Source]) -> None:
+    for i in range(len(_OPENED) - 1, -1, -1):
+        if _OPENED[i] is frame:
+            del _OPENED[i]
+            return
+
+
+def skip_warning(source: Source) -> str | None:
+    """The stderr line for the traces a source skipped, or None."""
+    if not source.skipped:
+        return None
+    first = source.skip_reasons[0] if source.skip_reasons else ""
+    more = f" (and {source.skipped - 1} more; see \"skipped_reasons\" in JSON output)" if source.skipped > 1 else ""
+    return f"skipped {source.skipped} malformed trace(s) or file(s): {first}{more}"

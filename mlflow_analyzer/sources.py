@@ -25,10 +25,14 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
-from .errors import InputError, NotFoundError, SourceError, UsageError
+from .errors import InputError, MalformedTrace, NotFoundError, SourceError, UsageError
 from .model import Trace
 from .normalize import (
     CHAT_USAGE,
+    EXPERIMENT_SESSION_HIERARCHY,
+    load_json,
+    raw_trace_id,
+    session_hierarchy_levels,
     META_COST,
     META_INPUTS,
     META_OUTPUTS,
@@ -94,19 +98,68 @@ def parse_since(text: str, now: datetime | None = None) -> int:
 # --- the common surface -------------------------------------------------------------------
 
 
+SKIP_REASONS_KEPT = 5  # reasons kept (and shown) of the traces a source skipped
+
+
 @dataclass
 class Source:
-    """Base: ``iter_traces()`` streams traces; ``get_trace(id)`` fetches one."""
+    """Base: ``iter_traces()`` streams traces; ``get_trace(id)`` fetches one.
+
+    A trace the normalizer refuses (:class:`MalformedTrace`) is skipped, never fatal: it is
+    counted in ``skipped`` with the first reasons in ``skip_reasons`` (each one line naming
+    the file or store, the trace and the field), and the rest goes on. Commands put
+    :meth:`skip_summary` in their output; :func:`check_count` turns "nothing readable" into
+    an error that quotes the first reason.
+    """
 
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+    skipped: int = 0
+    skip_reasons: list[str] = field(default_factory=list)
 
-    def iter_traces(self) -> Iterator[Trace]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def skip(self, reason: Any) -> None:
+        self.skipped += 1
+        if len(self.skip_reasons) < SKIP_REASONS_KEPT:
+            self.skip_reasons.append(str(reason))
+
+    def skip_summary(self) -> dict[str, Any]:
+        """``{"skipped": N, "skipped_reasons": [first reasons]}`` for a command's JSON."""
+        return {"skipped": self.skipped, "skipped_reasons": list(self.skip_reasons)}
+
+    def entries(self) -> Iterator[tuple[str, Any]]:
+        """``(where, raw document)`` pairs, not yet validated (``where`` names the file and
+        line, or the store and trace, for messages). Problems that make a whole file
+        unreadable are recorded with :meth:`skip` here."""
+        raise NotImplementedError  # pragma: no cover
+
+    def normalize(self, raw: Any, where: str | None = None) -> Trace:
+        """One raw document as a Trace; MalformedTrace (located at ``where``) if it is not one."""
+        if isinstance(raw, Unreadable):
+            raise MalformedTrace("", raw.reason)
+        try:
+            return trace_from_dict(raw)
+        except MalformedTrace as exc:
+            raise exc.at(where) from None
+
+    def iter_pairs(self) -> Iterator[tuple[dict, Trace]]:
+        """``(raw document, Trace)`` for every readable trace; malformed ones are skipped."""
+        for where, raw in self.entries():
+            try:
+                trace = self.normalize(raw, where)
+            except MalformedTrace as exc:
+                self.skip(exc)
+                continue
+            yield raw, trace
+
+    def iter_traces(self) -> Iterator[Trace]:
+        for _, trace in self.iter_pairs():
+            yield trace
 
     def iter_raw(self) -> Iterator[dict]:
-        """Traces as MLflow's own JSON (``Trace.to_dict()`` form)."""
-        raise NotImplementedError  # pragma: no cover
+        """Traces as MLflow's own JSON (``Trace.to_dict()`` form), validated: a document
+        the normalizer refuses is skipped here too."""
+        for raw, _ in self.iter_pairs():
+            yield raw
 
     def iter_trace_infos(self) -> Iterator[Trace]:
         """Traces for commands that need only trace-level fields (state, duration, time,
@@ -114,26 +167,50 @@ class Source:
         here, whole traces."""
         return self.iter_traces()
 
-    def get_raw(self, trace_id: str) -> dict:
-        for raw in self.iter_raw():
-            if raw["info"].get("trace_id") == trace_id:
-                return raw
+    def _built(self, info: dict, spans: list, assessments: list, where: str) -> Trace | None:
+        """trace_from_parts, or None after recording the skip of a malformed trace."""
+        try:
+            return trace_from_parts(info, spans, assessments)
+        except MalformedTrace as exc:
+            self.skip(exc.at(where))
+            return None
+
+    def get_pair(self, trace_id: str) -> tuple[dict, Trace]:
+        """The raw document and Trace of one trace id; a malformed one is an error here
+        (MalformedTrace with its location), as the one thing asked for."""
+        for where, raw in self.entries():
+            if raw_trace_id(raw) == trace_id:
+                return raw, self.normalize(raw, where)
         raise NotFoundError(f"trace {trace_id} not found in {self.description}")
 
+    def get_raw(self, trace_id: str) -> dict:
+        return self.get_pair(trace_id)[0]
+
     def get_trace(self, trace_id: str) -> Trace:
-        return trace_from_dict(self.get_raw(trace_id))
+        return self.get_pair(trace_id)[1]
+
+    def session_levels(self) -> list[str] | None:
+        """Level names of hierarchical session ids (the experiment tag
+        ``mlflow.experiment.sessionHierarchy``), when the source knows them."""
+        return None
 
 
 # --- files ---------------------------------------------------------------------------------------
 
 
 class FileSource(Source):
+    """Trace JSON files (one trace, a search result, a list), JSONL, folders of these, or
+    ``-`` for stdin. An unreadable file or line (not UTF-8, malformed JSON, not a trace) is
+    skipped and counted like a malformed trace; a missing path is an error up front."""
+
     def __init__(self, paths: list[str]):
         super().__init__(description=", ".join(paths))
         self.files: list[Path] = []
         for p in paths:
             path = Path(p)
-            if path.is_dir():
+            if p == "-":
+                self.files.append(path)
+            elif path.is_dir():
                 found = sorted(
                     f for f in path.rglob("*") if f.suffix in (".json", ".jsonl") and f.is_file()
                 )
@@ -142,103 +219,133 @@ class FileSource(Source):
                 self.files.extend(found)
             elif path.is_file():
                 self.files.append(path)
-            elif p == "-":
-                self.files.append(path)
             else:
                 raise InputError(f"{p}: no such file or folder")
 
-    def iter_raw(self) -> Iterator[dict]:
+    def entries(self) -> Iterator[tuple[str, Any]]:
         for path in self.files:
-            yield from _read_trace_file(path)
+            try:
+                yield from _read_trace_file(path)
+            except InputError as exc:  # the whole file is unreadable
+                self.skip(exc)
 
-    def iter_traces(self) -> Iterator[Trace]:
-        for raw in self.iter_raw():
-            yield trace_from_dict(raw)
 
-
-def _read_trace_file(path: Path) -> Iterator[dict]:
+def _read_trace_file(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, document) for each trace document of one file; InputError when the file as a
+    whole cannot be read (then nothing of it was yielded), a skip per bad JSONL line."""
     import sys
 
     name = str(path)
-    fh = sys.stdin if name == "-" else None
-    try:
-        if fh is None:
-            fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read ({exc.strerror})") from None
-    with fh:
-        first = ""
-        while True:  # peek the first non-blank character
-            ch = fh.read(1)
-            if not ch or not ch.isspace():
-                first = ch
-                break
-        if not first:
-            raise InputError(f"{name}: empty file, no traces")
-        text_start = first
-        if name.endswith(".jsonl"):
-            yield from _jsonl(fh, name, text_start)
+    if name == "-":
+        fh = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        if fh is None:  # a text stream (tests redirect stdin): read it as text
+            data = sys.stdin.read().encode("utf-8", "surrogateescape")
+            yield from _parse_bytes(data, name)
             return
-        rest = fh.read()
-        body = text_start + rest
+        data = fh.read()
+        yield from _parse_bytes(data, name)
+        return
+    if name.endswith(".jsonl"):
         try:
-            doc = json.loads(body)
-        except json.JSONDecodeError as exc:
-            # A JSONL file without the .jsonl suffix: several documents, one per line.
-            if "Extra data" in exc.msg and "\n" in body:
-                yield from _jsonl(iter(body.splitlines(keepends=True)), name, "")
-                return
-            raise InputError(
-                f"{name}: malformed or truncated JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from None
+            fh = open(path, "rb")
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        with fh:
+            yield from _jsonl(fh, name)
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    yield from _parse_bytes(data, name)
+
+
+def _utf8(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{name}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _parse_bytes(data: bytes, name: str) -> Iterator[tuple[str, Any]]:
+    body = _utf8(data, name)
+    if not body.strip():
+        raise InputError(f"{name}: empty file, no traces")
+    try:
+        doc = load_json(body)
+    except json.JSONDecodeError as exc:
+        # A JSONL file without the .jsonl suffix: several documents, one per line.
+        if "Extra data" in exc.msg and "\n" in body.strip():
+            yield from _jsonl(iter(body.splitlines(keepends=True)), name)
+            return
+        raise InputError(
+            f"{name}: malformed or truncated JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # nested too deep, an integer of thousands of digits
+        raise InputError(f"{name}: unreadable JSON ({_first_line(exc)})") from None
     yield from _documents(doc, name)
 
 
-def _jsonl(lines, name: str, prefix: str) -> Iterator[dict]:
-    count = 0
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _jsonl(lines, name: str) -> Iterator[tuple[str, Any]]:
+    """Documents of a JSONL stream (bytes or text lines). A bad line does not stop the file:
+    it is yielded as ``(where, Unreadable(reason))``, which the source skips and counts."""
     for lineno, line in enumerate(lines, start=1):
-        if lineno == 1:
-            line = prefix + line
+        where = f"{name}:{lineno}"
+        if isinstance(line, bytes):
+            if not line.strip():
+                continue
+            try:
+                line = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, Unreadable(f"{where}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})")
+                continue
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
+            doc = load_json(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{name}:{lineno}: malformed or truncated JSON line: {exc.msg}") from None
-        for d in _documents(doc, f"{name}:{lineno}"):
-            count += 1
-            yield d
-    if count == 0:
-        raise InputError(f"{name}: no traces in this file")
+            yield where, Unreadable(f"{where}: malformed or truncated JSON line: {exc.msg} (column {exc.colno})")
+            continue
+        except ValueError as exc:
+            yield where, Unreadable(f"{where}: unreadable JSON line ({_first_line(exc)})")
+            continue
+        try:
+            yield from _documents(doc, where)
+        except InputError as exc:
+            yield where, Unreadable(str(exc))
 
 
-def _documents(doc: Any, name: str) -> Iterator[dict]:
+class Unreadable:
+    """Stands in, among a source's entries, for a document that could not even be parsed;
+    normalizing it raises MalformedTrace with the reason, so it is skipped and counted."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _documents(doc: Any, name: str) -> Iterator[tuple[str, Any]]:
     if isinstance(doc, dict) and "info" in doc:
-        _check_trace(doc, name)
-        yield doc
+        yield name, doc
     elif isinstance(doc, dict) and isinstance(doc.get("traces"), list):
-        if not doc["traces"]:
-            raise InputError(f"{name}: the search result holds no traces")
-        for t in doc["traces"]:
-            _check_trace(t, name)
-            yield t
+        for i, t in enumerate(doc["traces"]):
+            yield f"{name}: traces[{i}]", t
     elif isinstance(doc, list) and doc:
-        for t in doc:
-            _check_trace(t, name)
-            yield t
+        for i, t in enumerate(doc):
+            yield f"{name}: [{i}]", t
     else:
         raise InputError(
             f"{name}: not MLflow trace JSON (expected a trace with 'info' and 'data', "
             "a search result with 'traces', or JSONL of traces)"
         )
-
-
-def _check_trace(doc: Any, name: str) -> None:
-    if not isinstance(doc, dict) or not isinstance(doc.get("info"), dict):
-        raise InputError(f"{name}: an entry is not an MLflow trace (no 'info' object)")
-    info = doc["info"]
-    if not (info.get("trace_id") or info.get("request_id")):
-        raise InputError(f"{name}: a trace has no info.trace_id")
 
 
 # --- tracking stores -----------------------------------------------------------------------------
@@ -328,31 +435,40 @@ class ApiSource(Source):
             )
         return exp.experiment_id
 
-    def iter_raw(self) -> Iterator[dict]:
+    def entries(self) -> Iterator[tuple[str, Any]]:
         if self.experiment_id is None:
             raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
         for t in search_pages(self.client, self.experiment_id, self.query, include_spans=True, page_size=API_PAGE):
-            yield t.to_dict()
-
-    def iter_traces(self) -> Iterator[Trace]:
-        for raw in self.iter_raw():
-            yield trace_from_dict(raw)
+            yield self.query.tracking_uri, t.to_dict()
 
     def iter_trace_infos(self) -> Iterator[Trace]:
         if self.experiment_id is None:
             raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
         for t in search_pages(self.client, self.experiment_id, self.query, include_spans=False, page_size=500):
             raw = t.to_dict()
-            yield trace_from_parts(raw["info"], [], raw["info"].get("assessments") or [])
+            info = raw["info"]
+            trace = self._built(info, [], info.get("assessments") or [], self.query.tracking_uri)
+            if trace is not None:
+                yield trace
 
-    def get_raw(self, trace_id: str) -> dict:
+    def get_pair(self, trace_id: str) -> tuple[dict, Trace]:
         try:
             t = self.client.get_trace(trace_id, display=False)
         except Exception as exc:
             raise _mlflow_error(exc, f"trace {trace_id}") from None
         if t is None:
             raise NotFoundError(f"trace {trace_id} not found on {self.query.tracking_uri}")
-        return t.to_dict()
+        raw = t.to_dict()
+        return raw, self.normalize(raw, self.query.tracking_uri)
+
+    def session_levels(self) -> list[str] | None:
+        if self.experiment_id is None:
+            return None
+        try:
+            tags = self.client.get_experiment(self.experiment_id).tags or {}
+        except Exception:
+            return None
+        return session_hierarchy_levels(tags.get(EXPERIMENT_SESSION_HIERARCHY))
 
 
 def search_pages(client, experiment_id: str, q: StoreQuery, *, include_spans: bool, page_size: int):
@@ -576,10 +692,11 @@ class SqlStoreSource(Source):
         return [t.info.trace_id for t in pages]
 
     # -- reading
-    def iter_raw(self) -> Iterator[dict]:
+    def entries(self) -> Iterator[tuple[str, Any]]:
         ids = self.trace_ids()
         for i in range(0, len(ids), BATCH):
-            yield from self._load_batch(ids[i : i + BATCH])
+            for raw in self._load_batch(ids[i : i + BATCH]):
+                yield self.query.tracking_uri, raw
 
     @property
     def supports_light_read(self) -> bool:
@@ -592,22 +709,43 @@ class SqlStoreSource(Source):
         light = light and self.supports_light_read
         ids = self.trace_ids() if ids is None else ids
         batch = LIGHT_BATCH if light else BATCH
+        where = self.query.tracking_uri
         for i in range(0, len(ids), batch):
             for raw in self._load_batch(ids[i : i + batch], light=light):
-                yield trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
+                info = raw["info"]
+                trace = self._built(info, raw["data"]["spans"], info.get("assessments") or [], where)
+                if trace is not None:
+                    yield trace
 
     def iter_trace_infos(self) -> Iterator[Trace]:
         """Trace records without spans (no request/response copies either)."""
         ids = self.trace_ids()
+        where = self.query.tracking_uri
         for i in range(0, len(ids), INFO_BATCH):
             for raw in self._load_batch(ids[i : i + INFO_BATCH], light=True, spans=False):
-                yield trace_from_parts(raw["info"], [], raw["info"].get("assessments") or [])
+                info = raw["info"]
+                trace = self._built(info, [], info.get("assessments") or [], where)
+                if trace is not None:
+                    yield trace
 
-    def get_raw(self, trace_id: str) -> dict:
+    def get_pair(self, trace_id: str) -> tuple[dict, Trace]:
         found = self._load_batch([trace_id])
         if not found:
             raise NotFoundError(f"trace {trace_id} not found in {self.query.tracking_uri}")
-        return found[0]
+        return found[0], self.normalize(found[0], self.query.tracking_uri)
+
+    def session_levels(self) -> list[str] | None:
+        if self.experiment_id is None:
+            return None
+        try:
+            rows = self._rows(
+                "SELECT value FROM experiment_tags WHERE experiment_id = :e AND "
+                + ("`key`" if self.dialect == "mysql" else '"key"') + " = :k",
+                {"e": int(self.experiment_id), "k": EXPERIMENT_SESSION_HIERARCHY},
+            )
+        except SourceError:
+            return None
+        return session_hierarchy_levels(rows[0][0]) if rows else None
 
     def _load_batch(self, ids: list[str], *, light: bool = False, spans: bool = True) -> list[dict]:
         """Traces as MLflow's JSON. ``light``: spans from the spans table's columns and no
@@ -680,7 +818,7 @@ class SqlStoreSource(Source):
                 "SELECT trace_id, content FROM spans WHERE trace_id IN :ids", p, ("ids",)
             ):
                 try:
-                    by_id[rid]["data"]["spans"].append(json.loads(content))
+                    by_id[rid]["data"]["spans"].append(load_json(content))
                 except ValueError:
                     self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
         out = []
@@ -710,7 +848,7 @@ class SqlStoreSource(Source):
             spans = by_id[rid]["data"]["spans"]
             if content is not None:
                 try:
-                    spans.append(json.loads(content))
+                    spans.append(load_json(content))
                 except ValueError:
                     self.warnings.append(f"{rid}: a span row holds malformed JSON; skipped")
                 continue
@@ -762,12 +900,14 @@ def _promoted_metadata(info: dict, cols: dict) -> None:
         meta[META_SESSION] = cols["session_id"]
     if cols.get("trace_name") is not None:
         info["tags"][TAG_TRACE_NAME] = cols["trace_name"]
-    usage = {c: int(cols[c]) for c in _TOKEN_COLUMNS if cols.get(c) is not None}
+    # Values go on as the columns hold them: the normalizer checks them (a column of the
+    # wrong type makes that one trace malformed, with the field named).
+    usage = {c: cols[c] for c in _TOKEN_COLUMNS if cols.get(c) is not None}
     if usage:
-        meta[META_TOKEN_USAGE] = json.dumps(usage)
+        meta[META_TOKEN_USAGE] = json.dumps(usage, default=str)
     cost = {c: cols[c] for c in _COST_COLUMNS if cols.get(c) is not None}
     if cost:
-        meta[META_COST] = json.dumps(cost)
+        meta[META_COST] = json.dumps(cost, default=str)
 
 
 def _assessment_row(row) -> dict:
@@ -798,11 +938,11 @@ def _assessment_row(row) -> dict:
 
 
 def _loads(text: Any) -> Any:
-    if text is None:
-        return None
+    if not isinstance(text, (str, bytes)):
+        return text
     try:
-        return json.loads(text)
-    except (TypeError, ValueError):
+        return load_json(text)
+    except ValueError:
         return text
 
 
@@ -810,7 +950,8 @@ def _iso(ms: Any) -> str:
     """Epoch ms as MLflow's protobuf JSON writes it: no fraction on whole seconds."""
     from .model import iso_ms
 
-    ms = int(ms or 0)
+    if type(ms) is not int or not 0 <= ms <= 253402300799999:  # not a time MLflow wrote
+        return ms if ms is not None else _iso(0)  # the normalizer names what is wrong
     text = iso_ms(ms) or ""
     return text.replace(".000Z", "Z") if ms % 1000 == 0 else text
 
@@ -936,7 +1077,13 @@ def checked(source: Source, traces: Iterator[Trace] | None = None) -> Iterator[T
 
 
 def check_count(source: Source, count: int, known: bool) -> None:
-    """No traces at all, or none with a known attribute convention: an error, not a result."""
+    """No traces at all, or none with a known attribute convention: an error, not a result.
+    When every trace was skipped as malformed, the error is the (first) reason."""
+    if count == 0 and source.skipped:
+        first = source.skip_reasons[0] if source.skip_reasons else "unreadable"
+        if source.skipped == 1:
+            raise InputError(first)
+        raise InputError(f"no readable traces in {source.description}: {source.skipped} skipped; first: {first}")
     if count == 0:
         what = source.description
         query = getattr(source, "query", None)

@@ -121,20 +121,7 @@ def span_cost(span: Span) -> tuple[float | None, bool]:
 def counted_spans(trace: Trace) -> set[int]:
     """ids (python id()) of spans whose tokens/cost count: those with usage or cost none of
     whose descendants also has them, so nested LLM wrappers do not count twice."""
-    out: set[int] = set()
-
-    def visit(span: Span) -> bool:
-        below = False
-        for c in span.children:
-            below = visit(c) or below
-        mine = span.has_usage or span.cost_usd is not None
-        if mine and not below:
-            out.add(id(span))
-        return below or mine
-
-    for root in trace.roots:
-        visit(root)
-    return out
+    return {id(s) for s in trace.innermost(lambda s: s.has_usage or s.cost_usd is not None)}
 
 
 # --- accumulators ------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ def span_label(span: Span, *, errors: bool = True) -> str:
         parts.append(_money(cost).strip() + ("~" if est else ""))
     if span.orphan:
         parts.append("ORPHAN(parent missing)")
+    if span.cycle:
+        parts.append("CYCLE(parent links loop)")
+    if span.duplicate_id:
+        parts.append("DUPLICATE-ID")
     text = "  ".join(parts)
     if errors and span.is_error:
         msg = (span.error_message or span.status_message or "").replace("\n", " ")
@@ -57,12 +61,19 @@ def render_tree(
     lines = [header(trace)]
     shown = 0
     elided = 0
-
-    def visit(span: Span, prefix: str, last: bool, is_root: bool) -> None:
-        nonlocal shown, elided
+    # An explicit stack (no recursion: a trace may be tens of thousands of spans deep) of
+    # spans to visit, as (span, prefix, last, is_root), and of marker lines, as str.
+    work: list = [(root, "", i == len(trace.roots) - 1, True) for i, root in enumerate(trace.roots)]
+    work.reverse()
+    while work:
+        item = work.pop()
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        span, prefix, last, is_root = item
         if shown >= max_spans:
             elided += 1 + _count(span.children)
-            return
+            continue
         connector = "" if is_root else ("└─ " if last else "├─ ")
         lines.append(prefix + connector + span_label(span))
         shown += 1
@@ -71,30 +82,27 @@ def render_tree(
             n = _count(span.children)
             lines.append(child_prefix + f"└─ … {n} deeper span(s) elided (--max-depth {max_depth})")
             elided += n
-            return
+            continue
         kids = span.children
+        todo: list = []
         if len(kids) > max_children:
-            head = kids[: max_children - 5]
-            tail = kids[-5:]
-            cut = kids[len(head) : len(kids) - 5]
-            for c in head:
-                visit(c, child_prefix, False, False)
+            tail_n = min(5, max(1, max_children // 2))
+            head = kids[: max_children - tail_n]
+            tail = kids[len(kids) - tail_n :]
+            cut = kids[len(head) : len(kids) - tail_n]
+            todo.extend((c, child_prefix, False, False) for c in head)
             names = sorted({c.name for c in cut})
-            lines.append(
+            todo.append(
                 child_prefix
                 + f"├─ … {len(cut)} sibling span(s) elided ({', '.join(names[:5])}"
                 + (", …" if len(names) > 5 else "")
                 + f"; --max-children {max_children})"
             )
             elided += sum(1 + _count(c.children) for c in cut)
-            for i, c in enumerate(tail):
-                visit(c, child_prefix, i == len(tail) - 1, False)
+            todo.extend((c, child_prefix, i == len(tail) - 1, False) for i, c in enumerate(tail))
         else:
-            for i, c in enumerate(kids):
-                visit(c, child_prefix, i == len(kids) - 1, False)
-
-    for i, root in enumerate(trace.roots):
-        visit(root, "", i == len(trace.roots) - 1, True)
+            todo.extend((c, child_prefix, i == len(kids) - 1, False) for i, c in enumerate(kids))
+        work.extend(reversed(todo))
     if elided and shown >= max_spans:
         lines.append(f"… {elided} span(s) not shown (--max-spans {max_spans})")
     return "\n".join(lines)

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from builders import cli, open_store, write_trace
-from mlflow_analyzer.errors import InputError, NotFoundError, SourceError, UsageError
-from mlflow_analyzer.sources import FileSource, SqlStoreSource, StoreQuery, parse_since
+from mlflow_analyzer.errors import AnalyzerError, InputError, NotFoundError, SourceError, UsageError
+from mlflow_analyzer.sources import FileSource, SqlStoreSource, StoreQuery, checked, parse_since
 
 
 
@@ -115,24 +115,25 @@ def test_files_every_shape(store, tmp_path):
         ("", "empty"),
         ('{"hello": 1}', "not MLflow trace JSON"),
         ('{"traces": []}', "no traces"),
-        ('[{"data": {}}]', "no 'info'"),
+        ('[{"data": {}}]', "info: missing"),
     ],
 )
 def test_bad_files_fail_with_one_line(tmp_path, content, match):
     p = tmp_path / "bad.json"
     p.write_text(content)
-    with pytest.raises(InputError, match=match):
-        list(FileSource([str(p)]).iter_traces())
+    with pytest.raises(AnalyzerError, match=match):
+        list(checked(FileSource([str(p)])))
     r = cli("stats", str(p))
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and match.split()[0] in r.stderr
 
 
-def test_truncated_jsonl_line_is_named(store, tmp_path):
+def test_truncated_jsonl_line_is_named_and_skipped(store, tmp_path):
     p = tmp_path / "t.jsonl"
     p.write_text(json.dumps(store["raw"][0]) + "\n" + json.dumps(store["raw"][1])[:200] + "\n")
-    with pytest.raises(InputError, match=r"t.jsonl:2"):
-        list(FileSource([str(p)]).iter_traces())
+    source = FileSource([str(p)])
+    assert len(list(source.iter_traces())) == 1  # the rest goes on
+    assert source.skipped == 1 and "t.jsonl:2" in source.skip_reasons[0]
 
 
 def test_cli_errors_are_one_line(store, tmp_path):

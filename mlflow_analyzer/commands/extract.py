@@ -48,18 +48,18 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..extract import clip_strings, compile_program, normalized_view, run_program
-    from ..normalize import trace_from_dict
-    from ..options import one_raw_trace, open_source
+    from ..options import one_trace, open_source
 
     program = RECIPES[args.recipe][1] if args.recipe else args.program
     view = "normalized" if args.recipe else args.view
     compiled = compile_program(program)
 
+    source = None
     if args.trace_id:
-        raws = iter([one_raw_trace(args)])
+        pairs = iter([one_trace(args)])
     else:
         source = open_source(args)
-        raws = source.iter_raw()
+        pairs = source.iter_pairs()
 
     # Traces are read and converted one at a time, and reading stops as soon as --limit
     # results are in: the total beyond the limit is not counted (that would mean reading
@@ -67,10 +67,10 @@ def run(args) -> int:
     lines: list[str] = []
     traces_seen = 0
     more = False
-    for raw in raws:
+    for raw, trace in pairs:
         traces_seen += 1
-        tid = raw["info"].get("trace_id")
-        doc = raw if view == "raw" else normalized_view(trace_from_dict(raw))
+        tid = trace.trace_id
+        doc = raw if view == "raw" else normalized_view(trace)
         for result in run_program(compiled, [(tid, doc)]):
             if len(lines) == args.limit:
                 more = True
@@ -80,7 +80,10 @@ def run(args) -> int:
             break
     if traces_seen == 0:
         from ..errors import NotFoundError
+        from ..sources import check_count
 
+        if source is not None:
+            check_count(source, 0, True)
         raise NotFoundError("no traces to extract from")
     text = "\n".join(lines)
     if len(lines) == args.limit:

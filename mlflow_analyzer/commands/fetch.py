@@ -45,24 +45,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..normalize import trace_from_dict
-
     if args.trace_id:
-        from ..options import one_raw_trace
+        from ..options import one_trace
 
-        raw = one_raw_trace(args)
-        doc = raw if args.view == "raw" else trace_from_dict(raw).to_dict()
+        raw, trace = one_trace(args)
+        doc = raw if args.view == "raw" else trace.to_dict()
         path = Path(args.output or f"traces/{_safe(args.trace_id)}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        spans = raw.get("data", {}).get("spans") or []
         print(
             json.dumps(
                 {
                     "path": str(path),
                     "trace_id": args.trace_id,
-                    "state": raw["info"].get("state"),
-                    "spans": len(spans),
+                    "state": trace.state,
+                    "spans": len(trace.spans),
                     "bytes": path.stat().st_size,
                 }
             )
@@ -75,18 +72,25 @@ def run(args) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = errors = spans = 0
     with open(path, "w", encoding="utf-8") as fh:
-        for raw in source.iter_raw():
-            doc = raw if args.view == "raw" else trace_from_dict(raw).to_dict()
+        for raw, trace in source.iter_pairs():
+            doc = raw if args.view == "raw" else trace.to_dict()
             fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
             count += 1
-            errors += raw["info"].get("state") == "ERROR"
-            spans += len(raw.get("data", {}).get("spans") or [])
+            errors += trace.is_error
+            spans += len(trace.spans)
     if count == 0:
         path.unlink()
-        from ..errors import NotFoundError
+        from ..errors import InputError, NotFoundError
 
+        if source.skipped:
+            raise InputError(
+                source.skip_reasons[0] if source.skipped == 1 else
+                f"no readable traces in {source.description}: {source.skipped} skipped; first: "
+                f"{source.skip_reasons[0]}; nothing written"
+            )
         raise NotFoundError(f"no traces matched in {source.description}; nothing written")
-    print(json.dumps({"path": str(path), "traces": count, "error_traces": errors, "spans": spans, "bytes": path.stat().st_size}))
+    print(json.dumps({"path": str(path), "traces": count, "error_traces": errors, "spans": spans,
+                      "bytes": path.stat().st_size, **source.skip_summary()}))
     return 0
 
 

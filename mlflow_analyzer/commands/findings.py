@@ -99,7 +99,9 @@ def run(args) -> int:
     for i, f in enumerate(findings, start=1):
         f["id"] = f"F-{i:03d}"
     result["findings"] = findings
-    out = {"findings": findings, "findings_total": result["findings_total"], "stats": result["stats"]}
+    result["stats"].update(source.skip_summary())
+    out = {"findings": findings, "findings_total": result["findings_total"], "stats": result["stats"],
+           **source.skip_summary()}
     if "comparison" in result:
         out["comparison"] = result["comparison"]
     text = dump_json(out) if args.format == "json" else format_findings(out)

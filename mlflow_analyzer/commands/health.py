@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_source_options, add_trace_id_option, dump_json, example_epilog, one_raw_trace, write_output
+from ..options import add_source_options, add_trace_id_option, dump_json, example_epilog, one_trace, write_output
 
 
 def register(sub) -> None:
@@ -33,8 +33,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..health import format_health, trace_health
-    from ..normalize import trace_from_dict
-
-    h = trace_health(trace_from_dict(one_raw_trace(args)))
+    _, trace = one_trace(args)
+    h = trace_health(trace)
     write_output(dump_json(h) if args.format == "json" else format_health(h), args)
     return 0

@@ -112,6 +112,9 @@ def run(args) -> int:
         latencies=getattr(args, "_latencies", None),
         pr_number=args.pr, reviewer_model=args.model, scope=args.scope,
     )
+    if "skipped" in stats:  # analyzed from a trace source here
+        result["skipped"] = stats["skipped"]
+        result["skipped_reasons"] = stats.get("skipped_reasons", [])
     print(json.dumps(result))
     return 0
 

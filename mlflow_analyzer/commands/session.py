@@ -44,6 +44,7 @@ def run(args) -> int:
         # Only trace records are needed: stores skip reading the spans.
         source = open_source(args)
         result = list_sessions(checked(source, source.iter_trace_infos()), limit=args.limit)
+        result.update(source.skip_summary())
         if args.format == "text":
             lines = [f"{result['sessions']} sessions; {result['traces_without_session']} traces without one"]
             lines += [
@@ -64,5 +65,6 @@ def run(args) -> int:
         raise NotFoundError(f"no traces with session id {args.session_id!r} in {source.description}") from None
     if not result["turns"]:
         raise NotFoundError(f"no traces with session id {args.session_id!r} in {source.description}")
+    result.update(source.skip_summary())
     write_output(dump_json(result) if args.format == "json" else format_session(result), args)
     return 0

@@ -43,6 +43,7 @@ def run(args) -> int:
         group_key_function(args.group_by)  # reject a bad key before reading anything
     source = open_source(args)
     result = accumulate(source, group_by=args.group_by).result()
+    result.update(source.skip_summary())
     for w in source.warnings[:5]:
         from ..options import warn
 

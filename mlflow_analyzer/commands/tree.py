@@ -9,7 +9,7 @@ from ..options import (
     add_trace_id_option,
     dump_json,
     example_epilog,
-    one_raw_trace,
+    one_trace,
     positive_int,
     write_output,
 )
@@ -44,10 +44,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..normalize import trace_from_dict
     from ..tree import render_timeline, render_tree, tree_json
 
-    trace = trace_from_dict(one_raw_trace(args))
+    _, trace = one_trace(args)
     if args.format == "json":
         text = dump_json(tree_json(trace, max_spans=args.max_spans))
     elif args.timeline:

@@ -22,6 +22,7 @@ from .redundancy import DuplicateCalls
 from .required_tags import RequiredTags
 from .retries import Retries
 from .sessions import SessionIds
+from .span_graph import SpanGraph
 from .untraced_time import UntracedTime
 
 REGISTRY: tuple[type[Detector], ...] = (
@@ -36,6 +37,7 @@ REGISTRY: tuple[type[Detector], ...] = (
     LlmUsage,
     UntracedTime,
     OrphanSpans,
+    SpanGraph,
     SessionIds,
     RequiredTags,
     Assessments,
