@@ -797,7 +797,7 @@ def format_text(stats: dict[str, Any], *, limit: int = 20) -> str:
 PARALLEL_MIN_TRACES = 2000  # below this, starting workers costs more than it saves
 
 
-def _slice_worker(job) -> tuple["StatsAccumulator", list[str]]:
+def _slice_worker(job) -> tuple["StatsAccumulator", list[str], tuple[int, list[str]]]:
     query, ids, group_by = job
     from .sources import SqlStoreSource
 
@@ -805,7 +805,7 @@ def _slice_worker(job) -> tuple["StatsAccumulator", list[str]]:
     acc = StatsAccumulator(group_by=group_by)
     for trace in source.iter_traces(light=True, ids=ids):
         acc.add(trace)
-    return acc, source.warnings
+    return acc, source.warnings, (source.skipped, source.skip_reasons)
 
 
 def accumulate(source, *, group_by: str | None = None, workers: int | None = None) -> StatsAccumulator:
@@ -835,10 +835,13 @@ def accumulate(source, *, group_by: str | None = None, workers: int | None = Non
         with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
             parts = pool.map(_slice_worker, jobs)
         acc = parts[0][0]
-        for part, warnings in parts[1:]:
+        for part, _, _ in parts[1:]:
             acc.merge(part)
-        for _, warnings in parts:
+        for _, warnings, (skipped, reasons) in parts:
             source.warnings.extend(warnings)
+            for reason in reasons:
+                source.skip(reason)
+            source.skipped += skipped - len(reasons)  # counted, beyond the reasons kept
     else:
         acc = StatsAccumulator(group_by=group_by)
         for trace in source.iter_traces(light=True, ids=ids):
