@@ -401,12 +401,43 @@ class Trace:
             stack.extend(reversed(span.children))
 
     def critical_path(self) -> list[Span]:
-        """Root to leaf, always following the child that finishes last."""
-        path: list[Span] = []
-        node = self.root
-        while node is not None:
-            path.append(node)
-            node = max(node.children, key=lambda c: c.end_ns, default=None)
+        """The spans the root's end waits on, in the order the walk finds them (root first).
+
+        Walks back from a span's end: the child that finishes last gates it; from that
+        child's start, the child that finishes last at or before it gates that point; and so
+        on down to the span's start, descending the same way into each gating child. A chain
+        of children run one after another is therefore critical entirely; a child that runs
+        alongside a longer one (ending after the point the walk has reached) is not. Child
+        times are clipped to their parent's. Every span on the path lies on it for its whole
+        (clipped) duration.
+        """
+        root = self.root
+        if root is None:
+            return []
+        path = [root]
+
+        def by_end(span: Span) -> list[Span]:
+            return sorted(span.children, key=lambda c: min(c.end_ns, span.end_ns), reverse=True)
+
+        # (span, cursor: how far back the walk has come inside it, its children by end, next)
+        stack = [[root, root.end_ns, by_end(root), 0]]
+        while stack:
+            frame = stack[-1]
+            span, cursor, kids, i = frame
+            while i < len(kids) and min(kids[i].end_ns, span.end_ns) > cursor:
+                i += 1  # ends after the point reached: ran alongside a gating sibling
+            if i >= len(kids) or cursor <= span.start_ns:
+                stack.pop()
+                continue
+            child = kids[i]
+            frame[3] = i + 1
+            end = min(child.end_ns, span.end_ns)
+            start = max(child.start_ns, span.start_ns)
+            if end <= span.start_ns or start >= end:
+                continue
+            frame[1] = start
+            path.append(child)
+            stack.append([child, end, by_end(child), 0])
         return path
 
     def error_spans(self) -> list[Span]:

@@ -105,7 +105,8 @@ def test_tree_self_time_gaps_critical_path(store):
     assert root.self_ms == pytest.approx(1600, abs=1)
     gaps = [(b - root.start_ns) / 1e6 for b, _ in root.gaps_ns()]
     assert gaps == pytest.approx([0, 810, 1400, 1600], abs=1)
-    assert [s.name for s in t.critical_path()] == ["agent", "memory"]
+    # plan, get_weather and memory run one after another: the whole chain gates the end
+    assert [s.name for s in t.critical_path()] == ["agent", "memory", "get_weather", "plan"]
 
 
 def test_assessments_judge_error_is_not_a_trace_error(store):
