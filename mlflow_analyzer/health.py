@@ -37,7 +37,11 @@ def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:
     failing = [a for a in feedback if a.passed is False]
     passing = [a for a in feedback if a.passed is True]
     other = [a for a in feedback if a.passed is None and not a.is_judge_error]
-    llm_no_usage = [s.name for s in trace.spans if s.is_llm and not s.has_usage]
+    # A failed call has no usage to record, and a wrapper's usage is on the call inside it.
+    llm_no_usage = [
+        s.name for s in trace.spans
+        if s.is_llm and not s.is_error and not s.has_usage and not any(c.has_usage for c in s.children)
+    ]
     llm_no_model = [s.name for s in trace.spans if s.is_llm and not s.model]
     top = sorted(trace.spans, key=lambda s: s.self_ns, reverse=True)[:slowest]
     cost = trace.cost_usd
@@ -59,7 +63,7 @@ def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:
             "judge/scorer error(s), not trace errors: " + ", ".join(sorted({a.name for a in judge_errors}))
         )
     if llm_no_usage:
-        problems.append(f"{len(llm_no_usage)} LLM span(s) without token usage")
+        problems.append(f"{len(llm_no_usage)} successful LLM span(s) without token usage")
     if trace.orphans:
         problems.append(f"{len(trace.orphans)} orphan span(s) (parent missing)")
     if trace.cycle_spans:

@@ -13,28 +13,145 @@ from .stats import span_cost
 def _clip(value: Any, limit: int) -> Any:
     import json
 
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if text is None:
+    if value is None:
         return None
-    return text if len(text) <= limit else text[:limit] + f"…[+{len(text) - limit} chars]"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    cut = cut if cut > limit * 0.6 else limit  # at a word when there is one near the limit
+    return text[:cut] + f"…[+{len(text) - cut} chars]"
 
 
-def _last_user_message(inputs: Any) -> Any:
-    """The newest user message when inputs are a chat history, else the inputs."""
-    msgs = None
-    if isinstance(inputs, dict):
-        msgs = inputs.get("messages") or inputs.get("history")
-    elif isinstance(inputs, list):
-        msgs = inputs
-    if isinstance(msgs, list):
-        for m in reversed(msgs):
-            if isinstance(m, dict) and m.get("role") == "user":
-                return m.get("content")
-    if isinstance(inputs, dict):
-        for key in ("message", "question", "query", "input", "prompt", "user_input", "text"):
-            if isinstance(inputs.get(key), str):
-                return inputs[key]
-    return inputs
+_USER_ROLES = {"user", "human"}
+_ASSISTANT_ROLES = {"assistant", "ai", "model"}
+_TEXT_KEYS = ("message", "question", "query", "input", "prompt", "user_input", "text", "content", "inputs")
+_ANSWER_KEYS = ("response", "answer", "output", "text", "content", "result", "outputs", "final_answer")
+
+
+def _decoded(value: Any) -> Any:
+    """JSON text decoded (MLflow keeps previews and metadata as JSON strings)."""
+    import json
+
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _text(content: Any) -> str | None:
+    """The text of a message's content: a string, or text parts (OpenAI, Anthropic, Gemini)."""
+    content = _decoded(content)
+    if isinstance(content, str):
+        return content.strip() or None
+    if isinstance(content, dict):
+        for key in ("text", "content", "input_text"):
+            if isinstance(content.get(key), str):
+                return content[key].strip() or None
+        return None
+    if isinstance(content, list):
+        parts = [t for t in (_text(p) for p in content if not _is_tool_block(p)) if t]
+        return "\n".join(parts) or None
+    return None
+
+
+def _is_tool_block(part: Any) -> bool:
+    return isinstance(part, dict) and str(part.get("type", "")).startswith(("tool_", "function"))
+
+
+def _role_and_content(m: Any) -> tuple[str | None, Any]:
+    """(role, content) of one chat message in the shapes SDKs and LangChain write."""
+    if isinstance(m, (list, tuple)) and len(m) == 2 and isinstance(m[0], str):
+        return m[0].lower(), m[1]  # ("user", "text"), as LangGraph accepts
+    if not isinstance(m, dict):
+        return None, None
+    if m.get("lc") and isinstance(m.get("kwargs"), dict):  # a serialized LangChain message
+        cls = str((m.get("id") or [""])[-1])
+        role = {"HumanMessage": "human", "AIMessage": "ai", "SystemMessage": "system"}.get(cls, m["kwargs"].get("type"))
+        return (role or "").lower() or None, m["kwargs"].get("content")
+    role = m.get("role") or m.get("type")
+    content = m.get("content") if "content" in m else m.get("parts")
+    return (str(role).lower() if role else None), content
+
+
+def _messages(value: Any) -> list | None:
+    """The chat message list in a request, if it is one."""
+    if isinstance(value, dict):
+        for key in ("messages", "history", "contents", "chat_history"):
+            if isinstance(value.get(key), list):
+                return value[key]
+        return None
+    if isinstance(value, list) and value and all(_role_and_content(m)[0] for m in value[:3] if not isinstance(m, list)):
+        return value
+    return None
+
+
+def _flatten(msgs: list) -> list:
+    out = []
+    for m in msgs:
+        if isinstance(m, list) and m and not (len(m) == 2 and isinstance(m[0], str)):
+            out.extend(m)  # LangChain batches: [[message, ...]]
+        else:
+            out.append(m)
+    return out
+
+
+def _last_message(value: Any, roles: set[str], keys: tuple[str, ...], depth: int = 0) -> str | None:
+    value = _decoded(value)
+    if depth > 4 or value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    msgs = _messages(value)
+    if msgs is not None:
+        for m in reversed(_flatten(msgs)):
+            role, content = _role_and_content(m)
+            if role in roles:
+                text = _text(content)
+                if text:
+                    return text
+    if isinstance(value, dict):
+        if "choices" in value and roles is _ASSISTANT_ROLES:  # an OpenAI chat completion
+            for choice in value.get("choices") or []:
+                if isinstance(choice, dict):
+                    text = _text((choice.get("message") or {}).get("content")) or _text(choice.get("text"))
+                    if text:
+                        return text
+        if value.get("role") in roles or value.get("type") in roles:  # one message (Anthropic reply)
+            text = _text(value.get("content"))
+            if text:
+                return text
+        for key in keys:
+            if key in value:
+                text = _last_message(value[key], roles, keys, depth + 1)
+                if text:
+                    return text
+    return None
+
+
+def user_message(trace: Trace) -> str | None:
+    """The user's message in a turn: the last user message of a chat-style request (OpenAI
+    and Anthropic messages, LangChain and LangGraph messages, Gemini contents), a plain
+    string, or the ``query``/``question``/``input``/... of a dict; from the trace's inputs,
+    its request preview, or the first LLM call's messages."""
+    llm = next((s for s in trace.spans if s.is_llm), None)
+    for value in (trace_inputs(trace), trace.request_preview, llm.inputs if llm else None):
+        text = _last_message(value, _USER_ROLES, _TEXT_KEYS)
+        if text:
+            return text
+    return None
+
+
+def assistant_message(trace: Trace) -> str | None:
+    """The answer of a turn, read the same way (OpenAI choices, Anthropic content blocks,
+    LangChain messages, or a dict's ``response``/``answer``/``output``/...)."""
+    for value in (trace_outputs(trace), trace.response_preview):
+        text = _last_message(value, _ASSISTANT_ROLES, _ANSWER_KEYS)
+        if text:
+            return text
+    return None
 
 
 def turn(trace: Trace, index: int, *, clip: int = 600) -> dict[str, Any]:
@@ -50,8 +167,8 @@ def turn(trace: Trace, index: int, *, clip: int = 600) -> dict[str, Any]:
         "request_time": iso_ms(trace.request_time_ms),
         "state": trace.state,
         "duration_ms": trace.duration_ms,
-        "user": _clip(_last_user_message(trace_inputs(trace)), clip),
-        "assistant": _clip(trace_outputs(trace), clip),
+        "user": _clip(user_message(trace), clip),
+        "assistant": _clip(assistant_message(trace), clip),
         "tools": [f"{s.name}{' (ERROR)' if s.is_error else ''}" for s in tools],
         "llm_calls": len(llm),
         "max_llm_input_tokens": max((s.input_tokens or 0 for s in llm), default=0),
@@ -142,8 +259,8 @@ def format_session(s: dict[str, Any]) -> str:
         lines += [
             "",
             f"--- turn {t['turn']}  {t['request_time']}  {t['state']}  {t['duration_ms'] or 0:,.0f} ms  {t['trace_id']}",
-            f"user: {t['user']}",
-            f"assistant: {t['assistant']}",
+            f"user: {t['user'] if t['user'] is not None else '(no user message recorded)'}",
+            f"assistant: {t['assistant'] if t['assistant'] is not None else '(no answer recorded)'}",
         ]
         if t["tools"]:
             lines.append("tools: " + ", ".join(t["tools"]))

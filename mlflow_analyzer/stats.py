@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .model import Span, Trace, iso_ms
+from .text import clip
 
 TIMEOUT_WORDS = re.compile(r"time[d\s-]*out|deadline exceeded|timeout", re.I)
 SLOW_FAILURE_MS = 5000.0
@@ -74,18 +75,115 @@ _PATTERNS = [
     (re.compile(r"'[^']{1,80}'"), "'<s>'"),
     (re.compile(r'"[^"]{1,80}"'), '"<s>"'),
     # Keep HTTP status codes recognisable (429, 401, 503), mask other numbers.
+    (re.compile(r"(?<![\w.,])(?!(?:4\d\d|5\d\d)\b)\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])"), "<n>"),
     (re.compile(r"(?<![\w.])(?!(?:4\d\d|5\d\d)\b)\d+(?:\.\d+)?(?![\w])"), "<n>"),
 ]
 
 
 def message_pattern(message: str | None, limit: int = 160) -> str:
-    """A message with ids, numbers and quoted values masked, so that similar errors group."""
+    """A message with ids, numbers and quoted values masked, so that similar errors group.
+
+    A provider's error body (``Error code: 429 - {'type': 'error', 'error': {'type':
+    'rate_limit_error', 'message': ...}}``) is read first, so the pattern keeps the
+    provider's own type and message (:func:`provider_message`).
+    """
     if not message:
         return ""
-    text = " ".join(str(message).split())[:400]
+    text = provider_message(" ".join(str(message).split()))[:400]
     for rx, repl in _PATTERNS:
         text = rx.sub(repl, text)
-    return text[:limit]
+    return clip(text, limit)
+
+
+_BODY_START = re.compile(r"[{\[]")
+
+
+def _balanced(text: str, start: int) -> int | None:
+    """The index just past the bracket closing the one at ``start`` (quotes respected)."""
+    pairs = {"{": "}", "[": "]"}
+    stack, quote, i = [], None, start
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch in pairs:
+            stack.append(pairs[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+            if not stack:
+                return i + 1
+        i += 1
+    return None
+
+
+def _parse_body(body: str):
+    import ast
+    import json
+
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(body)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return None
+
+
+def provider_message(message: str) -> str:
+    """An error message whose provider error body (a JSON or Python-literal dict, as the
+    OpenAI and Anthropic SDKs print it) is replaced by the provider's type, message and code:
+    ``Error code: 429 - rate_limit_error: This request would exceed ...``. Anything else is
+    returned unchanged."""
+    if not message or "{" not in message:
+        return message
+    m = _BODY_START.search(message)
+    while m is not None:
+        end = _balanced(message, m.start())
+        if end is None:
+            break
+        body = _parse_body(message[m.start():end])
+        if isinstance(body, dict):
+            err = body.get("error") if isinstance(body.get("error"), dict) else body
+            text = err.get("message") or err.get("detail") or body.get("message")
+            if isinstance(text, str) and text.strip():
+                etype = err.get("type") or (body.get("type") if body.get("type") != "error" else None)
+                code = err.get("code")
+                parts = [str(etype)] if isinstance(etype, str) and etype else []
+                readable = (": ".join(parts + [text.strip()])
+                            + (f" ({code})" if isinstance(code, str) and code and code != etype else ""))
+                return (message[: m.start()] + readable + message[end:]).strip()
+        m = _BODY_START.search(message, end)
+    return _provider_message_by_keys(message)
+
+
+_KEY_VALUE = r"""['"]{key}['"]\s*:\s*(['"])(?P<v>.*?)(?:\1\s*(?=[,}}])|$)"""
+_MESSAGE_KEY = re.compile(_KEY_VALUE.format(key="message"))
+_TYPE_KEY = re.compile(_KEY_VALUE.format(key="type"))
+
+
+def _provider_message_by_keys(message: str) -> str:
+    """The fallback for a body that does not parse (cut short, or quotes inside quotes)."""
+    m = _MESSAGE_KEY.search(message)
+    start = message.find("{")
+    if m is None or start < 0 or m.start() < start:
+        return message
+    types = [t.group("v") for t in _TYPE_KEY.finditer(message, start, m.start()) if t.group("v") != "error"]
+    text = m.group("v").strip()
+    return (message[:start] + (f"{types[-1]}: " if types else "") + text).strip()
+
+
+def error_key(span: Span) -> tuple:
+    """How root-cause errors group: (span name, span type, exception type, message pattern)."""
+    return (
+        span.name,
+        span.span_type,
+        span.error_type or "Error",
+        message_pattern(span.error_message or span.status_message),
+    )
 
 
 def is_timeout(span: Span) -> bool:
@@ -130,6 +228,7 @@ def counted_spans(trace: Trace) -> set[int]:
 @dataclass
 class _SpanAgg:
     name: str
+    span_type: str = ""
     durations: array = field(default_factory=lambda: array("d"))
     error_count: int = 0
     self_ns: int = 0
@@ -157,6 +256,7 @@ class _ErrorAgg:
     span_name: str
     exception_type: str
     pattern: str
+    span_type: str = ""
     count: int = 0
     traces: set = field(default_factory=set)
     durations: array = field(default_factory=lambda: array("d"))
@@ -212,7 +312,7 @@ class StatsAccumulator:
         self.any_recorded = False
         self.start_ms: int | None = None
         self.end_ms: int | None = None
-        self.spans: dict[str, _SpanAgg] = {}
+        self.spans: dict[tuple, _SpanAgg] = {}  # (name, span type): what a span is
         self.errors: dict[tuple, _ErrorAgg] = {}
         self.models: dict[str, _ModelAgg] = {}
         self.assessments: dict[str, _AssessmentAgg] = {}
@@ -273,9 +373,10 @@ class StatsAccumulator:
             self.span_total += 1
             if span.orphan:
                 self.orphan_spans += 1
-            agg = self.spans.get(span.name)
+            skey = (span.name, span.span_type)
+            agg = self.spans.get(skey)
             if agg is None:
-                agg = self.spans[span.name] = _SpanAgg(span.name)
+                agg = self.spans[skey] = _SpanAgg(span.name, span.span_type)
             key = (span.span_type, span.convention)  # span types and conventions, tallied per name
             agg.kinds[key] = agg.kinds.get(key, 0) + 1
             agg.durations.append(span.duration_ms)
@@ -436,12 +537,10 @@ class StatsAccumulator:
             self._group_key = group_key_function(self.group_by)
 
     def _add_error(self, trace: Trace, span: Span) -> None:
-        etype = span.error_type or "Error"
-        pattern = message_pattern(span.error_message or span.status_message)
-        key = (span.name, etype, pattern)
+        key = error_key(span)
         agg = self.errors.get(key)
         if agg is None:
-            agg = self.errors[key] = _ErrorAgg(span.name, etype, pattern)
+            agg = self.errors[key] = _ErrorAgg(span.name, key[2], key[3], span.span_type)
             agg.example_message = (span.error_message or span.status_message or "")[:300]
         agg.count += 1
         agg.traces.add(trace.trace_id)
@@ -478,16 +577,14 @@ class StatsAccumulator:
         return max(self.end_ms - self.start_ms, 0) / 86_400_000
 
     def result(self) -> dict[str, Any]:
-        ok_p50_by_span = {}
         spans_out = []
         for agg in self.spans.values():
             d = sorted(agg.durations)
             p50 = percentile(d, 50)
-            ok_p50_by_span[agg.name] = p50
             spans_out.append(
                 {
                     "name": agg.name,
-                    "type": agg.types.most_common(1)[0][0],
+                    "type": agg.span_type,
                     "count": len(d),
                     "trace_count": agg.traces,
                     "error_count": agg.error_count,
@@ -505,7 +602,7 @@ class StatsAccumulator:
                     "models": [m for m, _ in agg.models.most_common(3)],
                 }
             )
-        spans_out.sort(key=lambda s: (-(s["self_ms_total"] or 0), s["name"]))
+        spans_out.sort(key=lambda s: (-(s["self_ms_total"] or 0), s["name"], s["type"]))
 
         errors_out = []
         for agg in self.errors.values():
@@ -515,6 +612,7 @@ class StatsAccumulator:
             errors_out.append(
                 {
                     "span_name": agg.span_name,
+                    "span_type": agg.span_type,
                     "exception_type": agg.exception_type,
                     "message_pattern": agg.pattern,
                     "example_message": agg.example_message,
