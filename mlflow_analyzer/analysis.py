@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .findings import DEFAULT_MAX_FINDINGS, FindingsAnalyzer
+from .findings import DEFAULT_MAX_FINDINGS, FindingsAnalyzer, source_arguments
 from .sources import Source, checked
 
 
@@ -16,9 +16,11 @@ class Analysis:
     findings: list[dict[str, Any]]
     findings_total: int
     latencies: list[float]
+    checks: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": self.findings, "findings_total": self.findings_total, "stats": self.stats}
+        return {"findings": self.findings, "findings_total": self.findings_total,
+                "checks": self.checks or [], "stats": self.stats}
 
 
 def analyze_source(
@@ -36,13 +38,15 @@ def analyze_source(
     fa = FindingsAnalyzer(required_tags=required_tags)
     for trace in checked(source):
         fa.add(trace)
-    result = fa.result(max_findings=max_findings, locate_result=locate_result)
+    result = fa.result(max_findings=max_findings, locate_result=locate_result,
+                       source_args=source_arguments(source))
     result["stats"].update(source.skip_summary())
     return Analysis(
         stats=result["stats"],
         findings=result["findings"],
         findings_total=result["findings_total"],
         latencies=list(fa.stats.latencies),
+        checks=result["checks"],
     )
 
 
@@ -67,6 +71,7 @@ def write_review_for(
         commit=commit,
         latencies=analysis.latencies,
         charts=charts,
+        checks=analysis.checks,
         **render_kwargs,
     )
     problems = validate_review(written["path"])

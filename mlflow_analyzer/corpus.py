@@ -61,7 +61,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 DEFAULT_EXPERIMENT = "mlflow-analyzer-demo"
 AGENT_SPAN = "travel_agent"
 MAIN_BRANCH = "main"
@@ -129,6 +129,27 @@ _PROBLEM_CATEGORY = {
     "missing_session": ("missing_instrumentation", []),
     "failing_assessment": ("error_pattern", []),
     "judge_error": ("missing_instrumentation", ["error_pattern"]),
+}
+
+# kind -> the findings' `kind` that reports it (findings.py / detectors); a retry sequence
+# that recovered and one that ran out are one finding about the span's retries
+_FINDING_KIND = {
+    "rate_limit_exhausted": ("retries_exhausted",),
+    "rate_limit_recovered": ("retries_exhausted", "retries"),
+    "timeout": ("timeout",),
+    "fast_validation_error": ("validation_error",),
+    "auth_error_cluster": ("auth_error",),
+    "cascade": ("upstream_unavailable",),
+    "slow_tool": ("slow_span",),
+    "sequential_independent_calls": ("sequential_independent_calls",),
+    "growing_prompt": ("growing_prompt",),
+    "expensive_model_simple_task": ("expensive_model_simple_task",),
+    "llm_without_usage": ("llm_without_usage",),
+    "redundant_calls": ("redundant_calls",),
+    "uninstrumented_time": ("uninstrumented_time",),
+    "missing_session": ("missing_session",),
+    "failing_assessment": ("failing_assessment",),
+    "judge_error": ("judge_error",),
 }
 
 # Span names that carry no injected problem in any trace: a finding naming one is wrong.
@@ -1608,6 +1629,7 @@ def _manifest(plan: _Plan, results: list, experiment_id: str, experiment_name: s
         return {"kind": kind, "span_names": span_names,
                 "trace_ids": ids(kind) if trace_ids is None else trace_ids,
                 "expected_category": category, "acceptable_categories": [category, *also],
+                "expected_kind": _FINDING_KIND[kind][0], "acceptable_kinds": list(_FINDING_KIND[kind]),
                 "details": details}
 
     def code(name: str) -> str:

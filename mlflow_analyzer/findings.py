@@ -28,7 +28,9 @@ PRIORITIES = tuple(_PRIORITY_DOCS)
 
 
 class FindingsAnalyzer:
-    """Feed traces with ``add``; read ``{"findings", "findings_total", "stats"}`` with ``result``."""
+    """Feed traces with ``add``; read ``{"findings", "findings_total", "checks", "stats"}`` with
+    ``result``. ``checks``: one entry per check that ran, ``{"id", "detector", "status":
+    "clean"|"found"|"skipped", "summary"}``, so "healthy" reads apart from "not looked at"."""
 
     def __init__(
         self,
@@ -58,7 +60,10 @@ class FindingsAnalyzer:
         max_findings: int | None = DEFAULT_MAX_FINDINGS,
         locate_result: Any = None,
         code_gaps: bool = True,
+        source_args: list[str] | None = None,
     ) -> dict[str, Any]:
+        """``source_args``: the command-line arguments naming the trace source, so that each
+        finding's ``confirm.command`` can be run as is (``<source>`` stands in without them)."""
         stats = self.stats.result()
         n = max(stats["trace_count"], 1)
         days = self.stats.observed_days()
@@ -71,6 +76,11 @@ class FindingsAnalyzer:
                 f.setdefault("detector", d.name)
                 found.append(f)
         found = [f for f in found if f["confidence"] >= MIN_CONFIDENCE]
+        checks = [
+            c
+            for d in self.detectors
+            for c in d.checks(ctx, [f for f in found if f["detector"] == d.name])
+        ]
         found.sort(key=lambda f: (PRIORITIES.index(f["priority"]), -f.get("_impact", 0.0), -f["confidence"]))
         for f in found:
             f.pop("_impact", None)
@@ -89,8 +99,27 @@ class FindingsAnalyzer:
                         if loc:
                             f["code"] = loc
                             break
+        for f in found:
+            if f.get("confirm"):
+                f["confirm"] = self._confirm_command(f["confirm"], source_args, locate_result)
         ordered = [_ordered(f) for f in found]
-        return {"findings": ordered, "findings_total": total, "stats": stats}
+        return {"findings": ordered, "findings_total": total, "checks": checks, "stats": stats}
+
+
+    def _confirm_command(self, spec: dict, source_args: list[str] | None, locate_result: Any) -> dict:
+        import shlex
+
+        from .detectors.base import CONFIRM_COMMANDS
+
+        source = shlex.join(source_args) if source_args else "<source>"
+        if spec["command"] == "findings" and self.config.required_tags:
+            source += " --required-tags " + shlex.quote(",".join(self.config.required_tags))
+        root = getattr(locate_result, "root", None)
+        command = CONFIRM_COMMANDS[spec["command"]].format(
+            source=source, repo=shlex.quote(root) if root else "<repo>"
+        )
+        return {"command": command, "jq": spec["jq"], "shell": f"{command} | jq {shlex.quote(spec['jq'])}",
+                "now": spec["now"], "goal": spec["goal"]}
 
 
 _FIELD_ORDER = (
@@ -108,11 +137,46 @@ _FIELD_ORDER = (
     "metrics",
     "kind",
     "detector",
+    "spans",
+    "confirm",
 )
 
 
 def _ordered(f: dict) -> dict:
     return {k: f.get(k) for k in _FIELD_ORDER}
+
+
+def source_arguments(source: Any) -> list[str]:
+    """The command-line arguments that name ``source`` again (files, or a tracking store with
+    its experiment, filter, order, limit and start time), for commands a finding suggests.
+    A tracking URI carrying credentials is written as ``$MLFLOW_TRACKING_URI``."""
+    import re
+
+    files = getattr(source, "files", None)
+    if files is not None:
+        return [str(f) for f in files] if len(files) <= 20 else sorted({str(f.parent) for f in files})
+    q = getattr(source, "query", None)
+    if q is None:
+        return []
+    uri = q.tracking_uri
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*@", uri, re.I):
+        uri = "$MLFLOW_TRACKING_URI"
+    out = ["--tracking-uri", uri]
+    if q.experiment_id:
+        out += ["--experiment-id", str(q.experiment_id)]
+    elif q.experiment_name:
+        out += ["--experiment-name", q.experiment_name]
+    if q.filter_string:
+        out += ["--filter", q.filter_string]
+    for item in q.order_by or []:
+        out += ["--order-by", item]
+    if q.max_traces:
+        out += ["--max-traces", str(q.max_traces)]
+    if q.since_ms is not None:
+        from .model import iso_ms
+
+        out += ["--since", iso_ms(q.since_ms)]
+    return out
 
 
 def analyze(

@@ -210,6 +210,7 @@ class LocateResult:
     spans: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     autolog: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    root: str | None = None  # the scanned directory, as given
     files_scanned: int = 0  # parsed
     files_skipped: int = 0  # unreadable, unparsable or too large
     skipped_paths: list[str] = field(default_factory=list)
@@ -244,7 +245,7 @@ def scan(repo_dir: str | os.PathLike[str]) -> LocateResult:
     repo = os.fspath(repo_dir)
     if not os.path.isdir(repo):
         raise NotADirectoryError(repo)
-    result = LocateResult()
+    result = LocateResult(root=repo)
     candidates: list[dict[str, Any]] = []
     imported: set[str] = set()  # top-level packages imported anywhere in the repo
     for path in iter_python_files(repo):

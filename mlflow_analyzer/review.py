@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from . import review_schema as S
 from .errors import InputError, UsageError
+from .text import clip
 
 TABLE_ROWS = 15  # rows shown in the cost and error tables before "other"
 CHART_BARS = 12
@@ -86,9 +87,7 @@ def _iso(value: datetime | str | None) -> str:
 
 def _cell(value: Any, limit: int = 120) -> str:
     """Text safe inside a markdown table cell."""
-    text = " ".join(str(value).split()) if value not in (None, "") else "—"
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
+    text = clip(value, limit) if value not in (None, "") else "—"
     return text.replace("|", "\\|")
 
 
@@ -218,7 +217,31 @@ def render_finding(f: dict) -> list[str]:
     savings = _expected_savings(f)
     if savings:
         lines += _label("Expected Savings", savings) + [""]
+    confirm = f.get("confirm")
+    if isinstance(confirm, dict) and confirm.get("command"):
+        shell = confirm.get("shell") or confirm["command"]
+        tick = "``" if "`" in shell else "`"
+        pad = " " if "`" in shell else ""
+        lines += [f"**Confirm**: {tick}{pad}{shell}{pad}{tick}"
+                  + (f" prints {_now(confirm.get('now'))} now; {confirm['goal']}" if confirm.get("goal") else ""),
+                  ""]
     return lines
+
+
+def _now(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.1f}"
+    return "null" if value is None else f"{value}"
+
+
+def _checks(checks: list[dict]) -> list[str]:
+    """The Checks table: every check that ran, found something first."""
+    order = {s: i for i, s in enumerate(S.CHECK_STATUSES)}
+    rows = sorted((c for c in checks if isinstance(c, dict)),
+                  key=lambda c: order.get(c.get("status"), len(order)))
+    out = ["| Check | Status | Summary |", "|-------|--------|---------|"]
+    out += [f"| `{_cell(c.get('id'), 60)}` | {c.get('status')} | {_cell(c.get('summary'), 240)} |" for c in rows]
+    return out
 
 
 # ---- sections -------------------------------------------------------------------------
@@ -362,9 +385,7 @@ def _default_recommendations(findings: list[dict]) -> list[str]:
     out = []
     for f in findings:
         first = next((ln.strip() for ln in f["suggestion"].splitlines() if ln.strip()), "")
-        first = re.sub(r"^(\d+\.|[-*])\s*", "", first).rstrip(":")
-        if len(first) > 200:
-            first = first[:199] + "…"
+        first = clip(re.sub(r"^(\d+\.|[-*])\s*", "", first).rstrip(":"), 200)
         out.append(f"**{f['id']}** ({f['priority']}): {first}")
     return out
 
@@ -390,12 +411,14 @@ def render_review(
     notes: str | list[str] | None = None,
     created: datetime | str | None = None,
     charts: dict[str, str] | None = None,
+    checks: list[dict] | None = None,
 ) -> str:
     """The review markdown.
 
     ``findings`` are checked, filtered and renumbered by :func:`prepare_findings`.
     ``summary`` and ``recommendations`` default to text derived from stats and findings;
-    ``notes`` adds a final "Notes" section. ``charts`` maps "latency"/"cost" to the
+    ``notes`` adds a final "Notes" section; ``checks`` (the findings' ``checks`` list) adds the
+    "Checks" section after the findings. ``charts`` maps "latency"/"cost" to the
     relative link of a chart image. Raises :class:`InputError` for bad findings and
     :class:`UsageError` for a bad branch or commit.
     """
@@ -451,6 +474,9 @@ def render_review(
             lines += [S.FINDING_SEPARATOR, ""]
         lines += render_finding(f)
 
+    if checks:
+        lines += ["## Checks", "", "What each check looked for and what it found; `clean` means it ran and "
+                  "found nothing, `skipped` that these traces could not show it.", ""] + _checks(checks) + [""]
     lines += ["## Error Distribution", ""] + _error_distribution(stats) + [""]
     recs = _as_list(recommendations) if recommendations else _default_recommendations(shown)
     lines += ["## Recommendations", ""]

@@ -62,8 +62,8 @@ FINDING_HEADING_RE = re.compile(
 )
 #: Bold labels each finding carries, in this order (``**Label**: value``).
 FINDING_FIELDS = ("Category", "Trace", "Code", "Issue", "Impact", "Suggestion")
-#: Optional labels after them.
-FINDING_OPTIONAL_FIELDS = ("Expected Savings",)
+#: Optional labels after them (``Confirm``: the command whose figure should move once fixed).
+FINDING_OPTIONAL_FIELDS = ("Expected Savings", "Confirm")
 FINDING_SEPARATOR = "---"
 #: Trace ids cited on a finding's Trace line.
 TRACE_ID_RE = re.compile(r"\btr-[0-9a-f]+\b")
@@ -81,6 +81,12 @@ SECTIONS = (
     "Error Distribution",
     "Recommendations",
 )
+#: ``## `` headings that may appear, checked when present: name -> table columns. ``Checks``
+#: lists every check that ran, so that "healthy" reads apart from "not looked at"; it goes
+#: after ``Findings``.
+OPTIONAL_SECTIONS = {"Checks": ("Check", "Status", "Summary")}
+#: A check's status: it found something, found nothing, or could not run on this data.
+CHECK_STATUSES = ("found", "clean", "skipped")
 #: First-column labels the Trace Overview table must have.
 OVERVIEW_ROWS = ("Traces Analyzed", "Time Range", "Total Cost", "Avg Latency", "Error Rate")
 #: Column headers each table must have (more columns are allowed).

@@ -202,6 +202,9 @@ class _Validator:
         for name, columns in S.TABLE_COLUMNS.items():
             if name in sections:
                 self.table(name, *sections[name], columns)
+        for name, columns in S.OPTIONAL_SECTIONS.items():
+            if name in sections:
+                self.table(name, *sections[name], columns)
         if "Findings" not in sections:
             return []
         return self.findings(sections["Findings"][1])
@@ -217,6 +220,13 @@ class _Validator:
         if missing:
             self.add(header_line + 1, name,
                      f"'## {name}' table lacks column(s): {', '.join(missing)}")
+        if name == "Checks" and not missing:
+            at = [h.lower() for h in header].index("status")
+            for i, cells in rows[2:]:
+                status = cells[at].strip("` ").lower() if len(cells) > at else ""
+                if status not in S.CHECK_STATUSES:
+                    self.add(i + 1, name, f"check status {status!r} is not one of "
+                             f"{', '.join(S.CHECK_STATUSES)}")
         if name == "Trace Overview":
             labels = {cells[0].lower() for _, cells in rows[2:] if cells}
             for row in S.OVERVIEW_ROWS:

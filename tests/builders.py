@@ -1,7 +1,8 @@
 """Small traces written with MLflow's own tracing API, for tests that need exact shapes.
 
 A spec is a nested dict: {"name", "type", "ms": (start_offset, end_offset), "inputs",
-"outputs", "attributes", "error": (ExceptionClass, message) , "children": [...]}.
+"outputs", "attributes", "usage", "error": (ExceptionClass, message), "status", "never_ended",
+"children": [...]}.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def write_trace(spec: dict, *, t0: int = T0, metadata: dict | None = None) -> st
                 span.record_exception(exc)
         elif node.get("status") == "ERROR":
             span.set_status("ERROR")
-        span.end(end_time_ns=t0 + int(node["ms"][1] * 1_000_000))
+        if not node.get("never_ended"):  # never ended: never exported, its children are orphans
+            span.end(end_time_ns=t0 + int(node["ms"][1] * 1_000_000))
         return span
 
     root = start(spec, None)
@@ -104,3 +106,26 @@ def findings_for(traces, **kwargs) -> dict:
 
     kwargs.setdefault("max_findings", None)
     return analyze(traces, **kwargs)
+
+
+class TraceStore:
+    """One SQLite store shared by the detector tests (a new store costs its schema
+    migrations): each test module writes its purpose-built traces into its own experiment."""
+
+    def __init__(self, path):
+        self.path = path
+        self.uri = f"sqlite:///{path}"
+
+    def experiment(self, name: str) -> str:
+        """Make ``name`` the active experiment (created if needed) and return its id."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        return mlflow.set_experiment(name).experiment_id
+
+    def build(self, name: str, specs: list, **kwargs) -> list:
+        """Write ``specs`` (see :func:`write_traces`) into experiment ``name`` and read them
+        back normalized, oldest first."""
+        exp = self.experiment(name)
+        write_traces(specs, **kwargs)
+        return read_traces(self.uri, exp)

@@ -21,3 +21,12 @@ def corpus(tmp_path_factory):
     from mlflow_analyzer.corpus import ensure_corpus
 
     return ensure_corpus(tmp_path_factory.mktemp("corpus"), n_traces=CORPUS_TRACES)
+
+
+@pytest.fixture(scope="session")
+def trace_store(tmp_path_factory):
+    """A SQLite store for purpose-built traces: ``trace_store.build(name, specs)`` writes them
+    into experiment ``name`` and returns them normalized (see builders.TraceStore)."""
+    from builders import TraceStore
+
+    return TraceStore(tmp_path_factory.mktemp("traces") / "traces.db")

@@ -65,3 +65,9 @@ def test_the_contributing_example_is_one_module_and_one_line(traces):
     assert f["category"] in CATEGORIES and f["kind"] == "empty_llm_output"
     assert f["metrics"] == {"empty": 2, "llm_calls": 6}
     assert len(f["trace_ids"]) == 2 and set(f["trace_ids"]) <= {t.trace_id for t in traces}
+
+
+def test_every_detector_has_its_own_test_file():
+    for d in REGISTRY:
+        module = d.__module__.rsplit(".", 1)[1]
+        assert (REPO / "tests" / f"test_detector_{module}.py").is_file(), module

@@ -24,8 +24,10 @@ def everything(corpus):
 
 
 def _matches(problem, finding):
-    return finding["category"] == problem["expected_category"] and set(problem["span_names"][:1]) & set(
-        finding["span_names"] + [m for m in [finding["metrics"].get("assessment")] if m]
+    return (
+        finding["category"] == problem["expected_category"]
+        and finding["kind"] in problem["acceptable_kinds"]
+        and set(problem["span_names"][:1]) & set(finding["span_names"] + [m for m in [finding["metrics"].get("assessment")] if m])
     )
 
 
@@ -35,9 +37,10 @@ def test_every_injected_problem_is_found(corpus, everything):
     for p in corpus["problems"]:
         if p["kind"] in ("failing_assessment", "judge_error"):
             name = p["details"]["assessment_name"]
-            ok = any(f["category"] == p["expected_category"] and f["metrics"].get("assessment") == name for f in findings)
+            ok = any(f["category"] == p["expected_category"] and f["kind"] == p["expected_kind"]
+                     and f["metrics"].get("assessment") == name for f in findings)
         elif p["kind"] == "missing_session":
-            ok = any(f["category"] == "missing_instrumentation" and "session id" in f["title"] for f in findings)
+            ok = any(f["category"] == "missing_instrumentation" and f["kind"] == "missing_session" for f in findings)
         else:
             ok = any(_matches(p, f) for f in findings)
         if not ok:

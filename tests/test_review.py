@@ -106,6 +106,48 @@ def test_rendered_review_validates_clean(tmp_path):
     assert "p0_count: 1\np1_count: 1\np2_count: 1\n" in text  # the P3 finding is not counted
 
 
+CHECKS = [
+    {"id": "orphans", "detector": "orphans", "status": "clean", "summary": "no orphan spans: every parent id of 40 spans is in its trace"},
+    {"id": "errors", "detector": "errors", "status": "found", "summary": "1 finding: Rate limits fail 12% of requests"},
+    {"id": "code_gaps", "detector": "code_gaps", "status": "skipped", "summary": "no --repo given: the code was not scanned"},
+]
+
+
+def test_checks_and_confirm_are_written_and_valid(tmp_path):
+    findings = sample_findings()
+    findings[0]["confirm"] = {
+        "command": "mlflow-analyzer stats --tracking-uri sqlite:///m.db --experiment-id 1 --format json",
+        "jq": "[.errors[] | select(.span_name == \"chat_completion\") | .count] | add // 0",
+        "shell": "mlflow-analyzer stats --tracking-uri sqlite:///m.db --experiment-id 1 --format json | jq "
+                 "'[.errors[] | select(.span_name == \"chat_completion\") | .count] | add // 0'",
+        "now": 228, "goal": "0: no more root-cause errors of this kind"}
+    out = write_review(tmp_path, sample_stats(), findings, branch="main", commit="3f9c2ab", charts=False, checks=CHECKS)
+    path = Path(out["path"])
+    assert validate_review(path) == []
+    text = path.read_text()
+    assert text.index("## Findings") < text.index("## Checks") < text.index("## Error Distribution")
+    assert "| `errors` | found |" in text and "| `orphans` | clean | no orphan spans" in text
+    assert text.index("| `errors` | found") < text.index("| `orphans` | clean") < text.index("| `code_gaps` | skipped")
+    assert "**Confirm**: `mlflow-analyzer stats --tracking-uri sqlite:///m.db" in text
+    assert "prints 228 now; 0: no more root-cause errors of this kind" in text
+    path.write_text(text.replace("| `orphans` | clean |", "| `orphans` | fine |"))
+    problems = validate_review(path)
+    assert len(problems) == 1 and "check status 'fine'" in problems[0].message
+
+
+def test_recommendations_are_not_cut_mid_word_or_mid_code(tmp_path):
+    findings = sample_findings()
+    findings[1]["suggestion"] = ("Set the session on every entry point with "
+                                 "`mlflow.update_current_trace(metadata={'mlflow.trace.session': session_id})` "
+                                 + "and keep it stable for the whole conversation " * 5)
+    text = render_review(sample_stats(), findings, branch="main", commit="3f9c2ab")
+    rec = next(line for line in text.splitlines() if line.startswith("2. **F-002**"))
+    assert rec.endswith("…") and rec.count("`") % 2 == 0
+    kept = rec.split("(P1): ", 1)[1][:-1]
+    suggestion = " ".join(findings[1]["suggestion"].split())
+    assert suggestion.startswith(kept) and suggestion[len(kept)] == " "  # cut between words
+
+
 def test_finding_layout_is_exact(tmp_path):
     text = render_review(sample_stats(), sample_findings(), branch="main", commit="3f9c2ab")
     assert (
@@ -355,8 +397,12 @@ def test_doc_states_the_module_facts():
         assert when.split(",")[0] in doc
     for section in S.SECTIONS:
         assert f"`## {section}`" in doc
-    for columns in S.TABLE_COLUMNS.values():
+    for columns in list(S.TABLE_COLUMNS.values()) + list(S.OPTIONAL_SECTIONS.values()):
         assert " | ".join(columns) in doc
+    for name in S.OPTIONAL_SECTIONS:
+        assert f"`## {name}`" in doc
+    for status in S.CHECK_STATUSES:
+        assert f"`{status}`" in doc
     for row in S.OVERVIEW_ROWS:
         assert f"`{row}`" in doc
     for label in S.FINDING_FIELDS + S.FINDING_OPTIONAL_FIELDS:

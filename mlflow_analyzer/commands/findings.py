@@ -19,7 +19,10 @@ def register(sub) -> None:
             "spans without token usage, untraced time, orphan spans, missing session ids, "
             "failing assessments and judge errors. Each finding has a category, priority, "
             "confidence, evidence trace ids and the numbers behind it. Prints "
-            "{\"findings\": [...], \"stats\": {...}}, ranked by impact, at most 10 unless --all."
+            "{\"findings\": [...], \"checks\": [...], \"stats\": {...}}, ranked by impact, at most 10 "
+            "unless --all; checks lists every check that ran and whether it found something, found "
+            "nothing (clean) or could not run on this data (skipped), and each finding's confirm "
+            "names the command whose figure should move once it is fixed."
         ),
         epilog=example_epilog(
             "mlflow-analyzer findings --tracking-uri sqlite:///mlflow.db --experiment-id 1 --format text",
@@ -45,7 +48,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import UsageError
-    from ..findings import FindingsAnalyzer
+    from ..findings import FindingsAnalyzer, source_arguments
     from ..options import open_source
     from ..sources import checked
 
@@ -86,7 +89,8 @@ def run(args) -> int:
         raise NotFoundError(f"no traces with mlflow.source.git.branch = {args.branch!r} in {source.description}")
 
     limit = None if args.all else args.max_findings
-    result = analyzer.result(max_findings=None, locate_result=locate_result)
+    result = analyzer.result(max_findings=None, locate_result=locate_result,
+                             source_args=source_arguments(source))
     findings = result["findings"]
     if comparison is not None:
         cmp = comparison.result()
@@ -100,8 +104,8 @@ def run(args) -> int:
         f["id"] = f"F-{i:03d}"
     result["findings"] = findings
     result["stats"].update(source.skip_summary())
-    out = {"findings": findings, "findings_total": result["findings_total"], "stats": result["stats"],
-           **source.skip_summary()}
+    out = {"findings": findings, "findings_total": result["findings_total"], "checks": result["checks"],
+           "stats": result["stats"], **source.skip_summary()}
     if "comparison" in result:
         out["comparison"] = result["comparison"]
     text = dump_json(out) if args.format == "json" else format_findings(out)
@@ -137,6 +141,15 @@ def format_findings(result: dict) -> str:
         lines.append(f"    issue: {f['issue']}")
         lines.append(f"    impact: {f['impact']}")
         lines.append(f"    fix: {f['suggestion']}")
+        if f.get("confirm"):
+            c = f["confirm"]
+            lines.append(f"    confirm: {c['shell']}   (now {c['now']}; goal {c['goal']})")
+        lines.append("")
+    checks = result.get("checks") or []
+    if checks:
+        lines.append("checks:")
+        for c in checks:
+            lines.append(f"  [{c['status']}] {c['id']}: {c['summary']}")
         lines.append("")
     if "comparison" in result:
         c = result["comparison"]

@@ -72,6 +72,7 @@ def build_inputs(args) -> tuple[dict, list[dict]]:
 
         analysis = analyze_source(open_source(args), repo=args.repo)
         args._latencies = analysis.latencies
+        args._checks = analysis.checks
         return analysis.stats, analysis.findings
     stats, findings = None, []
     if args.findings:
@@ -80,6 +81,8 @@ def build_inputs(args) -> tuple[dict, list[dict]]:
             findings = data
         elif isinstance(data, dict) and isinstance(data.get("findings"), list):
             findings, stats = data["findings"], data.get("stats")
+            if isinstance(data.get("checks"), list):
+                args._checks = data["checks"]
         else:
             raise InputError(f"{args.findings}: expected {{\"findings\": [...], \"stats\": {{...}}}}")
     if args.stats:
@@ -110,6 +113,7 @@ def run(args) -> int:
     result = write_review(
         root, stats, findings, branch=branch, commit=commit, charts=not args.no_charts,
         latencies=getattr(args, "_latencies", None),
+        checks=getattr(args, "_checks", None),
         pr_number=args.pr, reviewer_model=args.model, scope=args.scope,
     )
     if "skipped" in stats:  # analyzed from a trace source here

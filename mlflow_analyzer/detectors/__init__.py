@@ -23,12 +23,14 @@ from .required_tags import RequiredTags
 from .retries import Retries
 from .sessions import SessionIds
 from .span_graph import SpanGraph
+from .tail_latency import TailLatency
 from .untraced_time import UntracedTime
 
 REGISTRY: tuple[type[Detector], ...] = (
     ErrorPatterns,
     Retries,
     SlowSpans,
+    TailLatency,
     SequentialCalls,
     DuplicateCalls,
     PromptGrowth,

@@ -54,6 +54,22 @@ class Context:
     locate_result: Any = None  # a locate.LocateResult when --repo was given
     code_gaps: bool = True
 
+    @cached_property
+    def shared_names(self) -> set[str]:
+        """Span names used by spans of more than one type (LangChain names its retry wrapper
+        and its model call alike): those are labelled with their type."""
+        seen: dict[str, str] = {}
+        shared = set()
+        for row in self.stats.get("spans") or []:
+            if seen.setdefault(row["name"], row["type"]) != row["type"]:
+                shared.add(row["name"])
+        return shared
+
+    def label(self, key: SpanKey) -> str:
+        """```name``` or ```name` (TYPE)`` when the name alone is ambiguous."""
+        name, span_type = key
+        return f"`{name}` ({span_type})" if name in self.shared_names else f"`{name}`"
+
 
 # --- per-trace facts, computed once for every detector ---------------------------------------
 
@@ -83,24 +99,41 @@ class TraceFacts:
         return self.trace.root_causes()
 
     @cached_property
+    def fatal_cause(self) -> Span | None:
+        """The root cause whose error reached the root, when the trace failed: from the root
+        down, through the failed child that raised the same error (else the one that ended
+        last: earlier failures were caught, since the work went on), to a span with no
+        failed child."""
+        node = self.trace.root
+        if node is None or not node.is_error:
+            return None
+        while True:
+            failed = [c for c in node.children if _subtree_failed(c)]
+            if not failed:
+                return node
+            same = (node.error_type, node.error_message or node.status_message)
+            node = max(failed, key=lambda c: (
+                c.is_error and (c.error_type, c.error_message or c.status_message) == same, c.is_error, c.end_ns))
+
+    @cached_property
     def parents(self) -> list[Span]:
         """Spans with children, in the trace's span order."""
         return [s for s in self.trace.spans if s.children]
 
     @cached_property
-    def sibling_groups(self) -> list[tuple[Span, dict[str, list[Span]]]]:
-        """For each parent: its children grouped by name, each group in start order."""
+    def sibling_groups(self) -> list[tuple[Span, dict[SpanKey, list[Span]]]]:
+        """For each parent: its children grouped by span key, each group in start order."""
         out = []
         for parent in self.parents:
-            groups: dict[str, list[Span]] = {}
+            groups: dict[SpanKey, list[Span]] = {}
             for c in parent.children:
-                groups.setdefault(c.name, []).append(c)
+                groups.setdefault((c.name, c.span_type), []).append(c)
             out.append((parent, groups))
         return out
 
     @cached_property
     def retry_runs(self) -> list[list[Span]]:
-        """Retry sequences: same-name siblings, each started after the previous one failed
+        """Retry sequences: siblings of one span key, each started after the previous one failed
         (at most 1 ms of overlap), two attempts or more."""
         runs: list[list[Span]] = []
         for _, groups in self.sibling_groups:
@@ -118,6 +151,16 @@ class TraceFacts:
                 if len(run) > 1:
                     runs.append(run)
         return runs
+
+
+def _subtree_failed(span: Span) -> bool:
+    stack = [span]
+    while stack:
+        s = stack.pop()
+        if s.is_error:
+            return True
+        stack.extend(s.children)
+    return False
 
 
 # --- the interface --------------------------------------------------------------------------------
@@ -156,7 +199,7 @@ class Detector:
             status = "found"
             summary = f"{len(found)} finding{'s' if len(found) != 1 else ''}: " + "; ".join(
                 f["title"] for f in found[:3]
-            )
+            ) + ("; …" if len(found) > 3 else "")
         else:
             status, summary = "clean", self.clean_summary(ctx)
         return [{"id": self.name, "detector": self.name, "status": status, "summary": summary}]
@@ -180,8 +223,12 @@ def finding(
     impact_score: float,
     kind: str,
     code: str | None = None,
+    keys: list[SpanKey] | None = None,
+    confirm: dict | None = None,
 ) -> dict:
-    """A finding in the contract's shape; ``impact_score`` ranks it within its priority."""
+    """A finding in the contract's shape; ``impact_score`` ranks it within its priority.
+    ``keys``: the (name, type) of the spans it is about, when known (``spans`` field).
+    ``confirm``: how to confirm a fix, from :func:`confirm_with`."""
     return {
         "category": category,
         "priority": priority,
@@ -195,16 +242,68 @@ def finding(
         "suggestion": suggestion,
         "metrics": metrics,
         "kind": kind,
+        "spans": [{"name": n, "type": t} for n, t in keys] if keys else None,
+        "confirm": confirm,
         "_impact": impact_score,
     }
 
 
 def gap_finding(*, title, names, ids, confidence, issue, impact, suggestion, metrics, impact_score,
-                kind, priority="P2") -> dict:
+                kind, priority="P2", keys=None, confirm=None) -> dict:
     """A missing-instrumentation finding."""
     return finding(category="missing_instrumentation", priority=priority, confidence=confidence,
                    title=title, span_names=names, trace_ids=ids, issue=issue, impact=impact,
-                   suggestion=suggestion, metrics=metrics, impact_score=impact_score, kind=kind)
+                   suggestion=suggestion, metrics=metrics, impact_score=impact_score, kind=kind,
+                   keys=keys, confirm=confirm)
+
+
+# --- how to confirm a fix ----------------------------------------------------------------------
+
+#: the commands a confirmation can run: ``{source}`` is the same trace source the findings
+#: came from; ``findings`` re-runs with ``--all`` (and the same --required-tags)
+CONFIRM_COMMANDS = {
+    "stats": "mlflow-analyzer stats {source} --format json",
+    "findings": "mlflow-analyzer findings {source} --all --format json",
+    "locate": "mlflow-analyzer locate --repo {repo} --format json",
+}
+
+
+def confirm_with(command: str, jq: str, now: Any, goal: str) -> dict:
+    """The command whose figure should move once the problem is fixed: ``command`` is a key
+    of :data:`CONFIRM_COMMANDS`, ``jq`` the filter that prints the figure from its JSON
+    output, ``now`` what it prints today, ``goal`` where it should go."""
+    return {"command": command, "jq": jq, "now": now, "goal": goal}
+
+
+def jq_span(key: SpanKey) -> str:
+    """A jq condition selecting the stats row (or finding span) of a span key."""
+    import json
+
+    return f".name == {json.dumps(key[0])} and .type == {json.dumps(key[1])}"
+
+
+def jq_stat_span(key: SpanKey, field_name: str) -> str:
+    """The jq filter printing one field of a span's stats row (null when the row is gone)."""
+    return f"[.spans[] | select({jq_span(key)}) | .{field_name}] | first"
+
+
+def jq_finding_metric(kind: str, key: SpanKey | None, metric: str, where: str | None = None) -> str:
+    """The jq filter printing a metric of the finding of ``kind`` about ``key`` (0 once gone)."""
+    import json
+
+    cond = [f".kind == {json.dumps(kind)}"]
+    if key is not None:
+        cond.append(f"(.spans // [])[0] == {json.dumps({'name': key[0], 'type': key[1]})}")
+    if where:
+        cond.append(where)
+    return f"[.findings[] | select({' and '.join(cond)}) | .metrics.{metric}] | first // 0"
+
+
+def stat_row(ctx: "Context", key: SpanKey) -> dict:
+    for row in ctx.stats.get("spans") or []:
+        if row["name"] == key[0] and row["type"] == key[1]:
+            return row
+    return {}
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -293,3 +392,62 @@ def keyed(factory: Callable[[], Any]) -> dict:
     from collections import defaultdict
 
     return defaultdict(factory)
+
+
+def fired(name: str, value: Any, op: str, limit: Any) -> dict:
+    """One threshold a finding passed, for its ``metrics["thresholds"]``: which rule fired,
+    with the measured value and the limit (``op`` is ">=", "<=", ">" or "<")."""
+    if isinstance(value, float):
+        value = round(value, 4)
+    return {"name": name, "value": value, "op": op, "threshold": limit}
+
+
+# --- latency distribution shape (shared by the slow-span and tail-latency detectors) --------------
+
+TAIL_MIN_CALLS = 20  # successful calls needed to tell a tail from noise
+TAIL_RATIO = 3.0  # a tail call takes at least this many times the median ...
+TAIL_MIN_EXTRA_MS = 500.0  # ... and at least this much more than the median
+TAIL_MIN_MS = 1000.0  # and the tail's median call is at least this slow
+TAIL_MIN_SHARE = 0.02  # the tail is at least this share of calls (or TAIL_MIN_COUNT calls) ...
+TAIL_MIN_COUNT = 3
+TAIL_MAX_SHARE = 0.25  # ... and a minority: beyond this the span is simply slow
+
+
+def tail_shape(values: Any) -> dict | None:
+    """The slow minority of a sorted sequence of call times (ms), or None when there is none.
+
+    A call is in the tail when it takes at least :data:`TAIL_RATIO` times the median and
+    :data:`TAIL_MIN_EXTRA_MS` more than it. The tail counts when there are enough calls
+    (:data:`TAIL_MIN_CALLS`), the tail is at least :data:`TAIL_MIN_SHARE` of them (and
+    :data:`TAIL_MIN_COUNT` calls) but no more than :data:`TAIL_MAX_SHARE`, and its median call
+    takes at least :data:`TAIL_MIN_MS`: a bimodal or heavy-tailed span, slow only sometimes.
+    """
+    import bisect
+
+    from ..stats import percentile
+
+    n = len(values)
+    if n < TAIL_MIN_CALLS:
+        return None
+    median = percentile(values, 50) or 0.0
+    cut = max(TAIL_RATIO * median, median + TAIL_MIN_EXTRA_MS)
+    first = bisect.bisect_left(values, cut)
+    count = n - first
+    if count < TAIL_MIN_COUNT or count < TAIL_MIN_SHARE * n or count > TAIL_MAX_SHARE * n:
+        return None
+    tail = values[first:]
+    tail_median = percentile(tail, 50) or 0.0
+    if tail_median < TAIL_MIN_MS:
+        return None
+    return {
+        "calls": n,
+        "median_ms": median,
+        "cut_ms": cut,
+        "tail_calls": count,
+        "tail_share": count / n,
+        "tail_median_ms": tail_median,
+        "tail_max_ms": float(tail[-1]),
+        "ratio": tail_median / median if median > 0 else None,
+        "tail_ms_total": float(sum(tail)),
+        "excess_ms_total": float(sum(v - median for v in tail)),
+    }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Context, Detector, gap_finding
+import json
+
+from .base import Context, Detector, confirm_with, fired, gap_finding
 
 
 class CodeGaps(Detector):
@@ -42,9 +44,14 @@ class CodeGaps(Detector):
                 issue=f"`{g.get('function')}` at {where} calls {g.get('client')} with no span around it: {g.get('reason', '')}".strip(),
                 impact="Its latency, tokens, cost and errors never reach MLflow.",
                 suggestion="Decorate the function with @mlflow.trace(span_type='LLM') or enable the client's MLflow autolog.",
-                metrics={"file": g.get("file"), "line": g.get("line"), "client": g.get("client")},
+                metrics={"file": g.get("file"), "line": g.get("line"), "client": g.get("client"),
+                         "thresholds": [fired("LLM calls outside any span", 1, ">=", 1)]},
                 impact_score=0.5,
                 kind="untraced_llm_call",
+                confirm=confirm_with(
+                    "locate",
+                    f"[.gaps[] | select(.file == {json.dumps(g.get('file'))} and .function == {json.dumps(g.get('function'))})] | length",
+                    1, "0: the call runs under a span"),
             )
             f["code"] = where
             out.append(f)

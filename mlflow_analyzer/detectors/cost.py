@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..review_schema import P0_COST_PER_DAY_USD
 from ..stats import span_cost
-from .base import Context, Detector, TopK, finding, keyed, pct, usd
+from .base import Context, Detector, TopK, confirm_with, finding, fired, jq_stat_span, keyed, pct, usd
 
 DOMINANT_SHARE = 0.5
 
@@ -22,7 +22,7 @@ class CostConcentration(Detector):
         for span in trace.spans:
             if span.is_llm and span.has_usage and span.model and not span.is_error and id(span) in counted:
                 cost, _ = span_cost(span)
-                self.top[span.name].add(cost or 0.0, facts.trace_id)
+                self.top[(span.name, span.span_type)].add(cost or 0.0, facts.trace_id)
 
     def skipped(self, ctx: Context) -> str | None:
         if not ctx.stats.get("cost_usd"):
@@ -42,6 +42,8 @@ class CostConcentration(Detector):
         if not (total and ctx.per_day):
             return out
         for s in ctx.stats["spans"]:
+            key = (s["name"], s["type"])
+            label = ctx.label(key)
             cost = s.get("cost_usd") or 0.0
             per_day = cost * ctx.per_day
             if cost / total < DOMINANT_SHARE or per_day < P0_COST_PER_DAY_USD:
@@ -51,11 +53,11 @@ class CostConcentration(Detector):
                     category="high_cost",
                     priority="P0",
                     confidence=90,
-                    title=f"`{s['name']}` costs {usd(per_day)}/day ({pct(cost / total)} of spend)",
+                    title=f"{label} costs {usd(per_day)}/day ({pct(cost / total)} of spend)",
                     span_names=[s["name"]],
-                    trace_ids=self.top[s["name"]].ids_desc() if s["name"] in self.top else [],
+                    trace_ids=self.top[key].ids_desc() if key in self.top else [],
                     issue=(
-                        f"`{s['name']}` ({', '.join(s.get('models') or []) or 'unknown model'}) "
+                        f"{label} ({', '.join(s.get('models') or []) or 'unknown model'}) "
                         f"used {s['tokens_total']:,} tokens over {s['count']} calls, "
                         f"{usd(cost)} in the sample."
                     ),
@@ -68,9 +70,17 @@ class CostConcentration(Detector):
                         "cost_per_month_usd": round(per_day * 30, 2),
                         "tokens": s["tokens_total"],
                         "calls": s["count"],
+                        "span_type": s["type"],
+                        "thresholds": [
+                            fired("share of cost", cost / total, ">=", DOMINANT_SHARE),
+                            fired("cost per day USD", per_day, ">=", P0_COST_PER_DAY_USD),
+                        ],
                     },
                     impact_score=per_day,
                     kind="cost_concentration",
+                    keys=[key],
+                    confirm=confirm_with("stats", jq_stat_span(key, "cost_usd"), s.get("cost_usd"),
+                                         "down: the span's cost over a sample of the same size"),
                 )
             )
         return out

@@ -13,8 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..review_schema import P0_ERROR_RATE
-from ..stats import message_pattern
-from .base import Context, Detector, confidence, finding, keyed, ms, pct
+from ..stats import error_key, provider_message
+from ..text import clip
+import json
+
+from .base import Context, Detector, confidence, confirm_with, finding, fired, keyed, ms, pct, plural
 
 _RATE = re.compile(r"\b429\b|rate[ _-]?limit|too many requests|quota|throttl", re.I)
 _AUTH = re.compile(
@@ -82,6 +85,7 @@ class _ErrExtra:
     times: array = field(default_factory=lambda: array("q"))
     ancestors: Counter = field(default_factory=Counter)
     trace_errors: int = 0  # traces that ended ERROR with this root cause
+    in_retries: int = 0  # occurrences that were attempts of a retry sequence
 
 
 class ErrorPatterns(Detector):
@@ -91,24 +95,22 @@ class ErrorPatterns(Detector):
     def __init__(self, config):
         super().__init__(config)
         self.extra: dict[tuple, _ErrExtra] = keyed(_ErrExtra)
-        self.retried: set[str] = set()  # span names retried after a failure somewhere
+        self.retried: set[tuple] = set()  # span keys retried after a failure somewhere
 
     def observe(self, trace, facts) -> None:
+        attempts: set[int] = set()
         for run in facts.retry_runs:
-            self.retried.add(run[0].name)
-        keys_in_trace: set[tuple] = set()
+            self.retried.add((run[0].name, run[0].span_type))
+            attempts.update(id(s) for s in run)
         for root_cause in facts.root_causes:
-            key = (
-                root_cause.name,
-                root_cause.error_type or "Error",
-                message_pattern(root_cause.error_message or root_cause.status_message),
-            )
+            key = error_key(root_cause)
             x = self.extra[key]
             if len(x.times) < 20000:
                 x.times.append(trace.request_time_ms)
-            if trace.is_error and key not in keys_in_trace:
-                x.trace_errors += 1  # traces, not occurrences
-            keys_in_trace.add(key)
+            if root_cause is facts.fatal_cause:
+                x.trace_errors += 1  # traces that failed because of it (one cause per trace)
+            if id(root_cause) in attempts:
+                x.in_retries += 1
             node = trace.by_id.get(root_cause.parent_id) if root_cause.parent_id else None
             while node is not None:
                 if node.is_error:
@@ -124,8 +126,11 @@ class ErrorPatterns(Detector):
             count, traces = e["count"], e["trace_count"]
             if count < 2 and ctx.n > 3:
                 continue
-            key = (e["span_name"], e["exception_type"], e["message_pattern"])
+            skey = (e["span_name"], e.get("span_type", ""))
+            key = (*skey, e["exception_type"], e["message_pattern"])
             extra = self.extra.get(key) or _ErrExtra()
+            if extra.in_retries >= count:
+                continue  # every occurrence was a retry attempt: the retries finding reports them
             kind = error_kind(e["exception_type"], e["example_message"], e["timeout"])
             rate = traces / ctx.n
             failed_rate = extra.trace_errors / ctx.n
@@ -133,13 +138,14 @@ class ErrorPatterns(Detector):
             ancestors = [a for a, _ in extra.ancestors.most_common(4)]
             span = e["span_name"]
             label = _LABELS[kind].format(p50=ms(e["p50_ms"]), etype=e["exception_type"])
-            title = f"`{span}` {label} in {traces} trace{'s' if traces != 1 else ''} ({pct(rate)})"
+            title = f"{ctx.label(skey)} {label} in {traces} trace{'s' if traces != 1 else ''} ({pct(rate)})"
             if cluster:
                 title += f", clustered in {cluster['window']}"
             how = "slowly, as timeouts do" if e["failure_mode"] == "slow" else "fast"
+            example = clip(provider_message(e["example_message"]), 220)
             issue = (
-                f"{count} failure(s) of `{span}` in {traces} trace(s) with {e['exception_type']}: "
-                f"\"{e['example_message'][:160]}\". They fail {how} "
+                f"{plural(count, 'failure')} of {ctx.label(skey)} in {plural(traces, 'trace')} with "
+                f"{e['exception_type']}: \"{example}\". They fail {how} "
                 f"(p50 {ms(e['p50_ms'])} before failing)."
             )
             if ancestors:
@@ -154,10 +160,13 @@ class ErrorPatterns(Detector):
                     "than a steady fault."
                 )
             if extra.trace_errors:
+                caught = traces - extra.trace_errors
                 impact = (
-                    f"{extra.trace_errors} trace(s) ({pct(failed_rate)} of all) end in ERROR because "
-                    f"of it; {traces - extra.trace_errors} others caught it."
+                    f"{plural(extra.trace_errors, 'trace')} ({pct(failed_rate)} of all) end in ERROR because "
+                    f"of it" + (f"; {plural(caught, 'other')} caught it." if caught else ".")
                 )
+            elif traces == 1:
+                impact = "The affected trace caught the error and finished OK, possibly degraded."
             else:
                 impact = f"All {traces} affected traces caught the error and finished OK, possibly degraded."
             if e["failure_mode"] == "slow":
@@ -169,7 +178,7 @@ class ErrorPatterns(Detector):
                 priority = "P1"
             else:
                 priority = "P2"
-            if kind == "rate_limit" and span in self.retried and not extra.trace_errors:
+            if kind == "rate_limit" and skey in self.retried and not extra.trace_errors:
                 # recovered by retries: the retry finding carries it
                 priority = "P2" if priority != "P0" else priority
             out.append(
@@ -198,9 +207,20 @@ class ErrorPatterns(Detector):
                         "time_cluster": cluster,
                         "first_seen": e["first_seen"],
                         "last_seen": e["last_seen"],
+                        "span_type": skey[1],
+                        "thresholds": [fired("root-cause occurrences", count, ">=", 2)],
                     },
                     impact_score=extra.trace_errors * 10 + traces,
                     kind=KINDS[kind],
+                    keys=[skey],
+                    confirm=confirm_with(
+                        "stats",
+                        "[.errors[] | select(.span_name == {} and .span_type == {} and .exception_type == {} "
+                        "and .message_pattern == {}) | .count] | add // 0".format(
+                            *(json.dumps(v) for v in (span, skey[1], e["exception_type"], e["message_pattern"]))),
+                        count,
+                        "0: no more root-cause errors of this kind",
+                    ),
                 )
             )
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Context, Detector, Examples, gap_finding, keyed
+from .base import Context, Detector, Examples, confirm_with, fired, gap_finding, jq_finding_metric, keyed
 
 
 class _Tally:
@@ -28,12 +28,13 @@ class LlmUsage(Detector):
         for span in trace.spans:
             if not span.is_llm or span.is_error:
                 continue
-            nu = self.no_usage[span.name]
+            key = (span.name, span.span_type)
+            nu = self.no_usage[key]
             nu.total += 1
             if not span.has_usage and not any(c.has_usage for c in span.children):
                 nu.missing += 1
                 nu.ids.add(tid)
-            nm = self.no_model[span.name]
+            nm = self.no_model[key]
             nm.total += 1
             if not span.model:
                 nm.missing += 1
@@ -50,17 +51,18 @@ class LlmUsage(Detector):
 
     def findings(self, ctx: Context) -> list[dict]:
         out = []
-        for name, t in self.no_usage.items():
+        for key, t in self.no_usage.items():
             if t.missing == 0 or (t.missing < 2 and ctx.n > 3):
                 continue
+            name, label = key[0], ctx.label(key)
             out.append(
                 gap_finding(
-                    title=f"LLM span `{name}` records no token usage ({t.missing} of {t.total} calls)",
+                    title=f"LLM span {label} records no token usage ({t.missing} of {t.total} calls)",
                     names=[name],
                     ids=t.ids,
                     confidence=95,
                     issue=(
-                        f"{t.missing} of {t.total} `{name}` LLM spans carry no token usage "
+                        f"{t.missing} of {t.total} {label} LLM spans carry no token usage "
                         "(no mlflow.chat.tokenUsage, gen_ai.usage.* or llm.token_count.*), so their "
                         "tokens and cost are invisible to MLflow and to this analysis."
                     ),
@@ -70,28 +72,37 @@ class LlmUsage(Detector):
                         "the usage on the span: span.set_attribute('mlflow.chat.tokenUsage', "
                         "{'input_tokens': ..., 'output_tokens': ..., 'total_tokens': ...})."
                     ),
-                    metrics={"spans_without_usage": t.missing, "llm_spans": t.total},
+                    metrics={"spans_without_usage": t.missing, "llm_spans": t.total, "span_type": key[1],
+                             "thresholds": [fired("successful LLM spans without usage", t.missing, ">=", 2)]},
                     impact_score=t.missing,
                     kind="llm_without_usage",
+                    keys=[key],
+                    confirm=confirm_with("findings", jq_finding_metric("llm_without_usage", key, "spans_without_usage"),
+                                         t.missing, "0: every successful call records its token usage"),
                 )
             )
-        for name, t in self.no_model.items():
+        for key, t in self.no_model.items():
             if t.missing == 0 or (t.missing < 2 and ctx.n > 3):
                 continue
-            if name in self.no_usage and self.no_usage[name].missing == t.missing:
+            name, label = key[0], ctx.label(key)
+            if key in self.no_usage and self.no_usage[key].missing == t.missing:
                 continue  # same spans: the usage finding covers it
             out.append(
                 gap_finding(
-                    title=f"LLM span `{name}` records no model name ({t.missing} of {t.total} calls)",
+                    title=f"LLM span {label} records no model name ({t.missing} of {t.total} calls)",
                     names=[name],
                     ids=t.ids,
                     confidence=90,
-                    issue=f"{t.missing} of {t.total} `{name}` spans have no mlflow.llm.model (or gen_ai.request.model).",
+                    issue=f"{t.missing} of {t.total} {label} spans have no mlflow.llm.model (or gen_ai.request.model).",
                     impact="Cost cannot be priced per model and model changes cannot be compared.",
                     suggestion="Set mlflow.llm.model and mlflow.llm.provider on the span (autolog does this).",
-                    metrics={"spans_without_model": t.missing, "llm_spans": t.total},
+                    metrics={"spans_without_model": t.missing, "llm_spans": t.total, "span_type": key[1],
+                             "thresholds": [fired("successful LLM spans without a model", t.missing, ">=", 2)]},
                     impact_score=t.missing / 2,
                     kind="llm_without_model",
+                    keys=[key],
+                    confirm=confirm_with("findings", jq_finding_metric("llm_without_model", key, "spans_without_model"),
+                                         t.missing, "0: every call records its model"),
                 )
             )
         return out

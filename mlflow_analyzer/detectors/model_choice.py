@@ -8,7 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..stats import percentile, span_cost
-from .base import Context, Detector, TopK, finding, keyed, usd
+import json
+
+from .base import Context, Detector, TopK, confirm_with, finding, fired, jq_finding_metric, keyed, usd
 
 SIMPLE_MAX_INPUT = 1000
 SIMPLE_MAX_OUTPUT = 50
@@ -33,7 +35,7 @@ class ExpensiveModel(Detector):
 
     def __init__(self, config):
         super().__init__(config)
-        self.simple: dict[tuple, _SimpleAgg] = keyed(_SimpleAgg)  # (span name, model)
+        self.simple: dict[tuple, _SimpleAgg] = keyed(_SimpleAgg)  # (span name, type, model)
 
     def observe(self, trace, facts) -> None:
         counted = facts.counted
@@ -41,7 +43,7 @@ class ExpensiveModel(Detector):
             # measured on counted LLM spans
             if not (span.is_llm and span.has_usage and span.model and not span.is_error and id(span) in counted):
                 continue
-            s = self.simple[(span.name, span.model)]
+            s = self.simple[(span.name, span.span_type, span.model)]
             s.count += 1
             s.in_tokens.append(span.input_tokens or 0)
             s.out_tokens.append(span.output_tokens or 0)
@@ -69,7 +71,8 @@ class ExpensiveModel(Detector):
         from .. import pricing
 
         out = []
-        for (name, model), s in self.simple.items():
+        for (name, span_type, model), s in self.simple.items():
+            label = ctx.label((name, span_type))
             if s.count < 3:
                 continue
             alt = pricing.cheaper_alternative(model)
@@ -89,11 +92,11 @@ class ExpensiveModel(Detector):
                     category="high_cost",
                     priority="P1" if (per_day or 0) * 30 >= 10 else "P2",
                     confidence=82 if s.count >= 10 else 75,
-                    title=f"`{name}` uses {model} for a small task (~{p50_in:,.0f} tokens in, ~{p50_out:,.0f} out)",
+                    title=f"{label} uses {model} for a small task (~{p50_in:,.0f} tokens in, ~{p50_out:,.0f} out)",
                     span_names=[name],
                     trace_ids=s.top.ids_desc(),
                     issue=(
-                        f"`{name}` runs on {model} with a median of {p50_in:,.0f} input and {p50_out:,.0f} "
+                        f"{label} runs on {model} with a median of {p50_in:,.0f} input and {p50_out:,.0f} "
                         f"output tokens over {s.count} calls: a short classification/extraction-sized task "
                         f"on a top-tier model. {alt_model} costs about {ratio:.0f}x less."
                     ),
@@ -117,9 +120,22 @@ class ExpensiveModel(Detector):
                         "expected_saving_usd": None if saving is None else round(saving, 6),
                         "cost_per_month_usd": None if not ctx.per_day or not s.priced else round(s.cost * ctx.per_day * 30, 2),
                         "expected_saving_usd_per_month": None if per_day is None else round(per_day * 30, 2),
+                        "span_type": span_type,
+                        "thresholds": [
+                            fired("price ratio to the cheaper tier", ratio, ">=", EXPENSIVE_RATIO),
+                            fired("input tokens p50", p50_in, "<=", SIMPLE_MAX_INPUT),
+                            fired("output tokens p50", p50_out, "<=", SIMPLE_MAX_OUTPUT),
+                        ],
                     },
                     impact_score=(per_day or 0) * 30,
                     kind="expensive_model_simple_task",
+                    keys=[(name, span_type)],
+                    confirm=confirm_with(
+                        "findings",
+                        jq_finding_metric("expensive_model_simple_task", (name, span_type), "calls",
+                                          f".metrics.model == {json.dumps(model)}"),
+                        s.count, f"0: no small task left on {model}",
+                    ),
                 )
             )
         return out

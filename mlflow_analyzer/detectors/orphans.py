@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .base import Context, Detector, Examples, gap_finding
+from .base import Context, Detector, Examples, confirm_with, fired, gap_finding
 
 
 class OrphanSpans(Detector):
@@ -49,8 +49,10 @@ class OrphanSpans(Detector):
                     "Propagate the tracing context across threads/tasks (copy contextvars, pass the "
                     "parent span explicitly) and make sure parent spans are ended and exported."
                 ),
-                metrics={"traces": self.traces, "orphan_spans": sum(self.names.values())},
+                metrics={"traces": self.traces, "orphan_spans": sum(self.names.values()),
+                         "thresholds": [fired("traces with orphan spans", self.traces, ">=", 1)]},
                 impact_score=self.traces,
                 kind="orphan_spans",
+                confirm=confirm_with("stats", ".orphan_spans", ctx.stats.get("orphan_spans"), "0"),
             )
         ]

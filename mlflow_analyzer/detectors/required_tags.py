@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..model import Trace
-from .base import Context, Detector, Examples, gap_finding
+import json
+
+from .base import Context, Detector, Examples, confirm_with, gap_finding, jq_finding_metric
 
 
 class RequiredTags(Detector):
@@ -45,6 +47,9 @@ class RequiredTags(Detector):
                     metrics={"traces_missing": missing, "traces": ctx.n, "tag": tag},
                     impact_score=missing / 10,
                     kind="missing_tag",
+                    confirm=confirm_with("findings", jq_finding_metric("missing_tag", None, "traces_missing",
+                                                                       f".metrics.tag == {json.dumps(tag)}"),
+                                         missing, "0 on new traces"),
                 )
             )
         return out

@@ -12,8 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..review_schema import P0_ERROR_RATE
-from ..stats import percentile
-from .base import Context, Detector, Examples, confidence, finding, keyed, ms, pct
+from ..stats import message_pattern, percentile
+from ..text import clip
+from .base import (
+    Context,
+    Detector,
+    Examples,
+    confidence,
+    confirm_with,
+    finding,
+    fired,
+    jq_finding_metric,
+    keyed,
+    ms,
+    pct,
+    plural,
+)
 
 
 @dataclass
@@ -28,6 +42,7 @@ class _RetryAgg:
     exhausted_ids: Examples = field(default_factory=Examples)
     recovered_ids: Examples = field(default_factory=Examples)
     error_types: Counter = field(default_factory=Counter)
+    patterns: Counter = field(default_factory=Counter)  # message patterns of the failed attempts
     trace_errors: int = 0  # traces that ended ERROR after exhaustion
     _last_trace: str | None = None
 
@@ -38,12 +53,12 @@ class Retries(Detector):
 
     def __init__(self, config):
         super().__init__(config)
-        self.retries: dict[str, _RetryAgg] = keyed(_RetryAgg)
+        self.retries: dict[tuple, _RetryAgg] = keyed(_RetryAgg)  # span key ->
 
     def observe(self, trace, facts) -> None:
         tid = facts.trace_id
         for run in facts.retry_runs:
-            r = self.retries[run[0].name]
+            r = self.retries[(run[0].name, run[0].span_type)]
             if r._last_trace != tid:
                 r.traces += 1
                 r._last_trace = tid
@@ -58,6 +73,8 @@ class Retries(Detector):
             for s in run:
                 if s.is_error:
                     r.error_types[s.error_type or "Error"] += 1
+                    if len(r.patterns) < 50:
+                        r.patterns[message_pattern(s.error_message or s.status_message)] += 1
             if exhausted:
                 r.exhausted += 1
                 if trace.is_error:
@@ -73,7 +90,9 @@ class Retries(Detector):
     def findings(self, ctx: Context) -> list[dict]:
         out = []
         examples = self.config.examples
-        for name, r in self.retries.items():
+        for key, r in self.retries.items():
+            name = key[0]
+            label = ctx.label(key)
             runs = r.exhausted + r.recovered
             if runs == 0 or (r.traces < 2 and ctx.n > 3):
                 continue
@@ -82,24 +101,28 @@ class Retries(Detector):
             mean_attempts = sum(r.attempts) / len(r.attempts)
             top_error = r.error_types.most_common(1)[0][0] if r.error_types else "Error"
             ids = list(r.exhausted_ids) + [t for t in r.recovered_ids if t not in r.exhausted_ids]
+            failed_attempts = sum(r.error_types.values())
             title = (
-                f"Retries of `{name}` exhausted in {r.exhausted} of {runs} retry sequences"
+                f"Retries of {label} exhausted in {r.exhausted} of {plural(runs, 'retry sequence')}"
                 if r.exhausted
-                else f"`{name}` needs retries in {r.traces} traces ({pct(r.traces / ctx.n)})"
+                else f"{label} needs retries in {plural(r.traces, 'trace')} ({pct(r.traces / ctx.n)})"
             )
+            pattern = r.patterns.most_common(1)[0][0] if r.patterns else ""
+            cause = f"{top_error}: {clip(pattern, 140)}" if pattern else top_error
             issue = (
-                f"`{name}` failed ({top_error}) and was called again {runs} time(s) across "
-                f"{r.traces} traces, {mean_attempts:.1f} attempts on average; {r.exhausted} sequence(s) "
-                f"ran out of attempts, {r.recovered} recovered. Spacing between attempts: {spacing['label']}"
+                f"{label} failed ({cause}) and was called again: {plural(runs, 'retry sequence')} "
+                f"in {plural(r.traces, 'trace')}, {mean_attempts:.1f} attempts per sequence on average "
+                f"({plural(failed_attempts, 'failed attempt')}); {r.exhausted} ran out of attempts, "
+                f"{r.recovered} recovered. Spacing between attempts: {spacing['label']}"
                 + (f" (median {ms(percentile(sorted(flat), 50))})" if flat else "")
                 + "."
             )
             if r.same_inputs:
-                issue += f" {r.same_inputs} sequence(s) resent identical inputs."
+                issue += f" {plural(r.same_inputs, 'sequence')} resent identical inputs."
             impact = (
                 f"{ms(r.wasted_ms)} spent in failed attempts in all"
                 + (f" ({ms(r.wasted_ms / r.traces)} per affected trace)" if r.traces else "")
-                + (f"; {r.trace_errors} trace(s) failed after exhausting retries." if r.trace_errors else ".")
+                + (f"; {plural(r.trace_errors, 'trace')} failed after exhausting retries." if r.trace_errors else ".")
             )
             if spacing["kind"] in ("none", "fixed"):
                 suggestion = (
@@ -136,9 +159,21 @@ class Retries(Detector):
                         "failed_traces": r.trace_errors,
                         "identical_inputs_sequences": r.same_inputs,
                         "error_types": dict(r.error_types.most_common(3)),
+                        "failed_attempts": failed_attempts,
+                        "error_patterns": dict(r.patterns.most_common(3)),
+                        "span_type": key[1],
+                        "thresholds": [fired("traces with retries", r.traces, ">=", 2)],
                     },
                     impact_score=r.exhausted * 10 + runs,
                     kind="retries_exhausted" if r.exhausted else "retries",
+                    keys=[key],
+                    confirm=confirm_with(
+                        "findings",
+                        jq_finding_metric("retries_exhausted" if r.exhausted else "retries", key,
+                                          "exhausted" if r.exhausted else "retry_sequences"),
+                        r.exhausted if r.exhausted else runs,
+                        "0: no retry sequence runs out of attempts" if r.exhausted else "0: no call needs retries",
+                    ),
                 )
             )
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .base import Context, Detector, Examples, gap_finding
+from .base import Context, Detector, Examples, confirm_with, fired, gap_finding
 
 
 class SessionIds(Detector):
@@ -52,8 +52,14 @@ class SessionIds(Detector):
                 ),
                 impact="These requests cannot be tied to their conversations: session analysis and per-user cost miss them.",
                 suggestion="Set the session on every entry point: mlflow.update_current_trace(metadata={'mlflow.trace.session': session_id}).",
-                metrics={"traces_without_session": missing, "traces_with_session": with_session},
+                metrics={"traces_without_session": missing, "traces_with_session": with_session,
+                         "thresholds": [
+                             fired("traces with a session id", with_session, ">=", max(3, round(0.3 * ctx.n, 1))),
+                             fired("traces without", missing, ">=", 2),
+                         ]},
                 impact_score=missing / 10,
                 kind="missing_session",
+                confirm=confirm_with("stats", ".sessions.traces_without_session", missing,
+                                     "0 on new traces: every request carries its session"),
             )
         ]

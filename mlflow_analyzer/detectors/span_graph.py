@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .base import Context, Detector, Examples, gap_finding
+from .base import Context, Detector, Examples, confirm_with, fired, gap_finding, jq_finding_metric
 
 
 class SpanGraph(Detector):
@@ -71,8 +71,11 @@ class SpanGraph(Detector):
                     "traces": self.traces,
                     "cycle_spans": self.cycle_spans,
                     "duplicate_id_spans": self.duplicate_id_spans,
+                    "thresholds": [fired("traces with cycles or shared span ids", self.traces, ">=", 1)],
                 },
                 impact_score=self.traces,
                 kind="broken_span_tree",
+                confirm=confirm_with("findings", jq_finding_metric("broken_span_tree", None, "traces"),
+                                     self.traces, "0 on new traces"),
             )
         ]

@@ -6,7 +6,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from ..stats import percentile
-from .base import Context, Detector, TopK, confidence, gap_finding, keyed, ms, pct
+from .base import Context, Detector, TopK, confidence, confirm_with, fired, gap_finding, jq_finding_metric, keyed, ms, pct
 
 GAP_MIN_MS = 300.0  # uninstrumented time worth naming
 GAP_MIN_SHARE = 0.5  # of the span's own duration
@@ -18,6 +18,7 @@ class _GapAgg:
     parents: int = 0  # occurrences with children
     gapped: int = 0
     gap_ms: array = field(default_factory=lambda: array("d"))
+    shares: array = field(default_factory=lambda: array("d"))  # untraced share of the span
     top: TopK = field(default_factory=TopK)
 
 
@@ -27,18 +28,19 @@ class UntracedTime(Detector):
 
     def __init__(self, config):
         super().__init__(config)
-        self.gaps: dict[str, _GapAgg] = keyed(_GapAgg)
+        self.gaps: dict[tuple, _GapAgg] = keyed(_GapAgg)  # span key ->
 
     def observe(self, trace, facts) -> None:
         for span in facts.parents:
             if span.is_llm:
                 continue
-            g = self.gaps[span.name]
+            g = self.gaps[(span.name, span.span_type)]
             g.parents += 1
             gap = sum(e - b for b, e in span.gaps_ns()) / 1e6
             if gap >= GAP_MIN_MS and gap >= GAP_MIN_SHARE * span.duration_ms:
                 g.gapped += 1
                 g.gap_ms.append(gap)
+                g.shares.append(gap / span.duration_ms if span.duration_ms else 1.0)
                 g.top.add(gap, facts.trace_id)
 
     def skipped(self, ctx: Context) -> str | None:
@@ -55,7 +57,8 @@ class UntracedTime(Detector):
 
     def findings(self, ctx: Context) -> list[dict]:
         out = []
-        for name, g in self.gaps.items():
+        for key, g in self.gaps.items():
+            name, label = key[0], ctx.label(key)
             if g.gapped < 3 and ctx.n > 3:
                 continue
             if g.gapped < GAP_MIN_OCCURRENCE_SHARE * g.parents and g.gapped < 10:
@@ -63,12 +66,12 @@ class UntracedTime(Detector):
             gaps = sorted(g.gap_ms)
             out.append(
                 gap_finding(
-                    title=f"`{name}` has untraced time: p50 {ms(percentile(gaps, 50))} not covered by child spans",
+                    title=f"{label} has untraced time: p50 {ms(percentile(gaps, 50))} not covered by child spans",
                     names=[name],
                     ids=g.top.ids_desc(),
                     confidence=confidence(g.gapped, strong=90, base=82),
                     issue=(
-                        f"In {g.gapped} of {g.parents} occurrences, more than half of `{name}`'s duration "
+                        f"In {g.gapped} of {g.parents} occurrences, more than half of {label}'s duration "
                         f"is not covered by any child span (p50 {ms(percentile(gaps, 50))}, p95 "
                         f"{ms(percentile(gaps, 95))}): work happens there that no span describes."
                     ),
@@ -83,9 +86,18 @@ class UntracedTime(Detector):
                         "gap_p50_ms": round(percentile(gaps, 50) or 0, 1),
                         "gap_p95_ms": round(percentile(gaps, 95) or 0, 1),
                         "gap_total_ms": round(sum(gaps), 1),
+                        "span_type": key[1],
+                        "thresholds": [
+                            fired("untraced ms", percentile(gaps, 50), ">=", GAP_MIN_MS),
+                            fired("untraced share of duration", percentile(sorted(g.shares), 50), ">=", GAP_MIN_SHARE),
+                            fired("occurrences with untraced time", g.gapped, ">=", 3),
+                        ],
                     },
                     impact_score=sum(gaps) / 1000,
                     kind="uninstrumented_time",
+                    keys=[key],
+                    confirm=confirm_with("findings", jq_finding_metric("uninstrumented_time", key, "with_gap"),
+                                         g.gapped, "0: child spans cover the span's time"),
                 )
             )
         return out
