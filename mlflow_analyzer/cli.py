@@ -37,6 +37,10 @@ COMMAND_MODULES = [
 PROG = "mlflow-analyzer"
 
 
+# Import names whose distribution is named otherwise.
+_DISTRIBUTIONS = {"yaml": "pyyaml"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -83,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # an optional dependency this environment lacks
+        top = (exc.name or "").split(".")[0]
+        if not top or top == __package__ or os.environ.get("MLFLOW_ANALYZER_DEBUG"):
+            raise
+        dist = _DISTRIBUTIONS.get(top, top)
+        print(f"{PROG}: error: this command needs the Python package {dist!r}, which the "
+              f"environment of {sys.executable} lacks: {sys.executable} -m pip install {dist}",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # Output piped into head & co: not an error worth a traceback.
         try:

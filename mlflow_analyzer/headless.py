@@ -132,12 +132,18 @@ class AgentSpec:
 
 def agent_candidates(repo: Path) -> list[Path]:
     """Where the agent file is looked for, in order: installed in the project, installed
-    for the user, then the toolkit's own copy (a source checkout)."""
-    return [
+    for the user, then the toolkit's own copy (in the installed package, or the checkout)."""
+    from .install import InstallError, find_pack_root
+
+    candidates = [
         repo / ".claude" / "agents" / f"{AGENT_NAME}.md",
         Path.home() / ".claude" / "agents" / f"{AGENT_NAME}.md",
-        Path(__file__).resolve().parent.parent / AGENT_RELPATH,
     ]
+    try:  # the package's own pack (a wheel) or the checkout it runs from
+        candidates.append(find_pack_root() / AGENT_RELPATH)
+    except InstallError:
+        pass
+    return candidates
 
 
 def find_agent_file(repo: Path, explicit: str | os.PathLike | None = None) -> Path:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_analyzer import skill_refs
+
 from doc_helpers import (  # noqa: F401
     REPO,
     cli_env,
@@ -49,9 +51,11 @@ RUNNERS = ("mlflow-analyzer", "mlflow")
 
 def _groups() -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
+    shared = skill_refs.shared_names(REPO)  # a skill's copies of references/: run from there
     for skill in sorted((REPO / "skills").glob("*/SKILL.md")):
         folder = skill.parent
-        groups[folder.relative_to(REPO).as_posix()] = [skill, *sorted(folder.glob("references/**/*.md"))]
+        own = [p for p in sorted(folder.glob("references/**/*.md")) if p.name not in shared]
+        groups[folder.relative_to(REPO).as_posix()] = [skill, *own]
     for path in sorted((REPO / "agents").glob("*.md")) + sorted((REPO / "references").glob("*.md")):
         groups[path.relative_to(REPO).as_posix()] = [path]
     if (REPO / "README.md").is_file():

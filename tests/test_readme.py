@@ -34,3 +34,12 @@ def test_quick_start_demo_runs_as_written(tmp_path):
     assert "Top findings" in r.stdout and "Review:" in r.stdout
     review = next((tmp_path / "demo" / "results" / "reviews").rglob("REVIEW-mlflow-*.md"))
     assert review.read_text().startswith("---\n")
+    # The next command it prints runs as printed, in the same shell (no PATH set up).
+    (nxt,) = [line[len("Next: "):] for line in r.stdout.splitlines() if line.startswith("Next: ")]
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not Path(p, "mlflow-analyzer").exists()) or "/usr/bin:/bin"
+    n = subprocess.run(nxt, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert n.returncode == 0, f"{nxt}: {n.stderr[-2000:]}"
+    assert "F-001" in n.stdout
+    # ... and the quick start says how to run it by name.
+    assert "activate" in r.stderr

@@ -92,7 +92,30 @@ def run(args) -> int:
             print(f"Chart:    {c}")
         print(f"Stats:    {results / 'stats.json'}\nFindings: {results / 'findings.json'}")
         print(
-            "\nNext: mlflow-analyzer findings --tracking-uri "
+            f"\nNext: {runnable_command()} findings --tracking-uri "
             f"{uri} --experiment-id {exp} --format text"
         )
     return 0 if not review["problems"] else 1
+
+
+def runnable_command() -> str:
+    """How to run this CLI again from the user's shell, as printed: ``mlflow-analyzer`` when
+    that resolves to this same program, else the path of the program that is running (e.g.
+    ``.venv/bin/mlflow-analyzer`` after the quick start), else ``python -m mlflow_analyzer``."""
+    import shlex
+    import shutil
+
+    me = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("mlflow-analyzer")
+    if me is not None and me.name == "mlflow-analyzer" and me.is_file():
+        if on_path and Path(on_path).resolve() == me.resolve():
+            return "mlflow-analyzer"
+        path = me.absolute()
+        try:  # a relative path as printed runs from here (.venv/bin/mlflow-analyzer)
+            rel = str(path.relative_to(Path.cwd()))
+            return shlex.quote(rel if "/" in rel else f"./{rel}")
+        except ValueError:
+            return shlex.quote(str(path))
+    if on_path:
+        return "mlflow-analyzer"
+    return f"{shlex.quote(sys.executable)} -m mlflow_analyzer"
