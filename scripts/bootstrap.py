@@ -96,9 +96,9 @@ def _progress(offset: int) -> str:
         m = re.findall(r"Installing collected packages: (.*)", text)
         n = len(m[-1].split(", ")) if m else 0
         return f"installing {n} packages (unpacking: the longest part)"
-    if "Building editable" in text or "Preparing editable metadata" in text:
-        return f"{collected} packages resolved, {downloads} downloaded; building mlflow-analyzer"
-    return f"resolving: {collected} packages so far, {downloads} downloaded"
+    if collected <= 1:
+        return "reading mlflow-analyzer's metadata"
+    return f"resolving dependencies: {collected} packages so far, {downloads} downloaded"
 
 
 def _duration(seconds: float) -> str:

@@ -20,38 +20,11 @@ import pytest
 
 from mlflow_analyzer.install import pack_files
 
-REPO = Path(__file__).resolve().parent.parent
-GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+from claude_helpers import REPO, run, source_repo  # noqa: F401  (source_repo: a fixture)
 
 
 def _run(args, **kw):
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
-    assert r.returncode == 0, f"{args}: exit {r.returncode}\n{r.stderr[-3000:]}\n{r.stdout[-2000:]}"
-    return r
-
-
-@pytest.fixture(scope="session")
-def source_repo(tmp_path_factory) -> Path:
-    """The files git would ship (tracked and new, not ignored) as a fresh one-commit
-    repository: what `pip install git+URL` clones, without this checkout's .venv or build/."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    src = tmp_path_factory.mktemp("source") / "mlflow-analyzer"
-    for rel in filter(None, files):
-        path = REPO / rel
-        if not path.exists() and not path.is_symlink():
-            continue  # deleted in the work tree
-        dest = src / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            dest.symlink_to(os.readlink(path))
-        else:
-            dest.write_bytes(path.read_bytes())
-            dest.chmod(path.stat().st_mode)
-    _run([*GIT, "init", "-q"], cwd=src)
-    _run([*GIT, "add", "-A"], cwd=src)
-    _run([*GIT, "commit", "-qm", "source"], cwd=src)
-    return src
+    return run(args, **kw)
 
 
 def _bare_venv(path: Path) -> Path:

@@ -217,57 +217,179 @@ def test_the_sync_script_repairs_drift(tmp_path):
 # --- plugin, marketplace, .claude/ -------------------------------------------------------------------
 
 
+PLUGIN = REPO / "plugin"
+WRAPPER = PLUGIN / "bin" / "mlflow-analyzer"
+# plugin/ is the plugin the marketplace installs: its own files, and links to the one copy of
+# everything else (Claude Code copies the links' targets into its plugin cache).
+PLUGIN_LINKS = {"skills": "../skills", "agents": "../agents", "references": "../references",
+                "mlflow_analyzer": "../mlflow_analyzer", "pyproject.toml": "../pyproject.toml"}
+PLUGIN_OWN = {".claude-plugin", "bin", "hooks"}
+
+
 def test_plugin_manifest():
-    plugin = json.loads((REPO / ".claude-plugin" / "plugin.json").read_text())
+    plugin = json.loads((PLUGIN / ".claude-plugin" / "plugin.json").read_text())
     assert plugin["name"] == "mlflow-analyzer"
     assert plugin["version"] == __version__, "keep plugin.json's version with the package's"
     assert plugin["description"]
-    for key in ("skills", "agents", "commands"):  # default locations at the plugin root
+    for key in ("skills", "agents", "commands", "hooks"):  # default locations at the plugin root
         assert key not in plugin
-    assert (REPO / "skills").is_dir() and (REPO / "agents").is_dir()
+    assert (PLUGIN / "skills" / "analyze-mlflow-trace" / "SKILL.md").is_file()
+    assert (PLUGIN / "agents" / "mlflow-analyzer.md").is_file()
+
+
+def test_plugin_folder_holds_only_the_plugin():
+    """What a marketplace install copies: a few MB, no .venv, tests, benchmarks or caches."""
+    entries = {p.name for p in PLUGIN.iterdir()}
+    assert entries == set(PLUGIN_LINKS) | PLUGIN_OWN
+    for name, target in PLUGIN_LINKS.items():
+        assert os.readlink(PLUGIN / name) == target, f"plugin/{name} must link {target}"
+    size = 0
+    for dirpath, dirnames, filenames in os.walk(PLUGIN, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        size += sum(os.path.getsize(os.path.join(dirpath, f)) for f in filenames)
+    assert size < 5_000_000, f"the plugin is {size:,} bytes"
 
 
 def test_marketplace_manifest():
     market = json.loads((REPO / ".claude-plugin" / "marketplace.json").read_text())
     assert NAME.match(market["name"]) and market["owner"]["name"]
     (entry,) = market["plugins"]
-    assert entry["name"] == "mlflow-analyzer" and entry["source"] == "./"
+    assert entry["name"] == "mlflow-analyzer" and entry["source"] == "./plugin"
     assert entry.get("version", __version__) == __version__
+    assert not (REPO / ".claude-plugin" / "plugin.json").exists(), "the plugin is plugin/, not the root"
 
 
-def test_plugin_bin_runs_the_toolkit(tmp_path):
-    wrapper = REPO / "bin" / "mlflow-analyzer"
-    assert os.access(wrapper, os.X_OK)
-    assert wrapper.read_text().startswith("#!/usr/bin/env bash")
-    # An existing install (the checkout's .venv, else a python3 on PATH that imports the
-    # toolkit) is used as is: no virtualenv is built.
-    shim = tmp_path / "py"
-    shim.mkdir()
-    (shim / "python3").symlink_to(sys.executable)
-    link = tmp_path / "elsewhere" / "mlflow-analyzer"
-    link.parent.mkdir()
-    link.symlink_to(wrapper)  # run through a symlink: it must still find the plugin root
-    env = {"PATH": f"{shim}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-           "CLAUDE_PLUGIN_DATA": str(tmp_path / "data"), "PYTHONPATH": str(REPO)}
-    for exe in (wrapper, link):
-        r = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == f"mlflow-analyzer {__version__}"
-    assert not (tmp_path / "data").exists()
+def _wrapper_env(tmp_path, **extra) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+           "MLFLOW_ANALYZER_DATA": str(tmp_path / "data")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
 
 
-def test_plugin_bin_uses_its_cached_virtualenv(tmp_path):
-    """A virtualenv an earlier run built for this version is used without checks."""
-    venv = tmp_path / "data" / "venv"
+def _ready_env(data: Path) -> Path:
+    """A private environment as the wrapper builds it, made of the test's interpreter."""
+    venv = data / "env"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     (venv / ".mlflow-analyzer-version").write_text(__version__ + "\n")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLAUDE_PLUGIN_DATA": str(tmp_path / "data"),
-           "PYTHONPATH": str(REPO)}
-    r = subprocess.run([str(REPO / "bin" / "mlflow-analyzer"), "--version"], env=env,
+    return venv
+
+
+def _deref_copy(tmp_path) -> Path:
+    """The plugin as Claude Code's cache holds it: links replaced by what they point at."""
+    import shutil
+
+    dest = tmp_path / "cache" / "mlflow-analyzer"
+    shutil.copytree(PLUGIN, dest, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def test_plugin_bin_runs_this_plugins_toolkit(tmp_path):
+    assert os.access(WRAPPER, os.X_OK) and WRAPPER.read_text().startswith("#!/usr/bin/env bash")
+    plugin = _deref_copy(tmp_path)
+    # With $MLFLOW_ANALYZER_PYTHON, through a symlink to the script, and as `mlflow`.
+    link = tmp_path / "elsewhere" / "mlflow-analyzer"
+    link.parent.mkdir()
+    link.symlink_to(plugin / "bin" / "mlflow-analyzer")
+    env = _wrapper_env(tmp_path, MLFLOW_ANALYZER_PYTHON=sys.executable)
+    for exe in (plugin / "bin" / "mlflow-analyzer", link):
+        r = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"mlflow-analyzer {__version__}"
+    r = subprocess.run([str(plugin / "bin" / "mlflow"), "--version"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "version" in r.stdout, r.stderr
+    # The code that runs is the plugin's own copy (first on PYTHONPATH), not another install.
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/bin/sh\necho "$PYTHONPATH" "$@"\n')
+    fake.chmod(0o755)
+    r = subprocess.run([str(plugin / "bin" / "mlflow-analyzer"), "stats", "x y"], capture_output=True, text=True,
+                       env=_wrapper_env(tmp_path, MLFLOW_ANALYZER_PYTHON=fake), timeout=120)
+    assert r.stdout == f"{plugin} -m mlflow_analyzer stats x y\n"
+    assert not (tmp_path / "data").exists(), "nothing built"
+
+
+def test_plugin_bin_uses_its_ready_environment(tmp_path):
+    """The environment built earlier for this version is used without checks."""
+    plugin = _deref_copy(tmp_path)
+    _ready_env(tmp_path / "data")
+    r = subprocess.run([str(plugin / "bin" / "mlflow-analyzer"), "--version"], env=_wrapper_env(tmp_path),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"mlflow-analyzer {__version__}"
+    assert r.stdout.strip() == f"mlflow-analyzer {__version__}" and r.stderr == ""
+
+
+def test_plugin_bin_in_a_checkout_uses_the_checkouts_virtualenv(tmp_path):
+    if not (REPO / ".venv" / "bin" / "python").exists():
+        pytest.skip("this checkout has no .venv (scripts/bootstrap.py makes it)")
+    r = subprocess.run([str(WRAPPER), "--version"], env=_wrapper_env(tmp_path), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"mlflow-analyzer {__version__}", r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_plugin_bin_waits_for_the_build_under_way(tmp_path):
+    """The SessionStart hook's build holds the lock: the first command waits for it instead
+    of starting a second build, then runs."""
+    plugin = _deref_copy(tmp_path)
+    data = tmp_path / "data"
+    (data / "build.lock").mkdir(parents=True)
+    builder = subprocess.Popen(["sleep", "300"])
+    try:
+        (data / "build.lock" / "pid").write_text(f"{builder.pid}\n")
+        waiter = subprocess.Popen([str(plugin / "bin" / "mlflow-analyzer"), "--version"], env=_wrapper_env(tmp_path),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The waiter says it is waiting, then the "build" finishes.
+        first = waiter.stderr.readline()
+        assert "waiting for the toolkit's environment" in first
+        _ready_env(data)
+        out, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0, err
+        assert out.strip() == f"mlflow-analyzer {__version__}"
+    finally:
+        builder.kill()
+        builder.wait()
+
+
+def test_plugin_bin_takes_over_a_dead_builders_lock(tmp_path):
+    """A build that died leaves its lock: the next command takes over (here it then stops at
+    once, with no Python to build with, saying so in one line)."""
+    plugin = _deref_copy(tmp_path)
+    data = tmp_path / "data"
+    (data / "build.lock").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (data / "build.lock" / "pid").write_text(f"{dead.pid}\n")
+    nopython = tmp_path / "nopython"
+    nopython.mkdir()
+    for tool in ("sed", "head", "cat", "dirname", "basename", "readlink", "mkdir", "rm", "sleep", "mktemp"):
+        found = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+        if found:
+            (nopython / tool).symlink_to(found)
+    env = _wrapper_env(tmp_path, PATH=nopython)
+    r = subprocess.run([shutil.which("bash"), str(plugin / "bin" / "mlflow-analyzer"), "--version"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "needs Python 3.10" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (data / "build.lock").exists()
+
+
+def test_session_start_hook_is_quick_silent_and_shares_the_data_folder(tmp_path):
+    hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())
+    (entry,) = hooks["hooks"]["SessionStart"]
+    (hook,) = entry["hooks"]
+    assert hook["type"] == "command" and "${CLAUDE_PLUGIN_ROOT}/hooks/session-start" in hook["command"]
+    plugin = _deref_copy(tmp_path)
+    data = tmp_path / "plugin-data"
+    _ready_env(data)
+    env_file = tmp_path / "session.env"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLAUDE_PLUGIN_ROOT": str(plugin),
+           "CLAUDE_PLUGIN_DATA": str(data), "CLAUDE_ENV_FILE": str(env_file)}
+    r = subprocess.run(["bash", "-c", hook["command"]], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    # The Bash tool's commands get the plugin's data folder: the same environment.
+    r = subprocess.run(["bash", "-c", f'. "{env_file}"; echo "$MLFLOW_ANALYZER_DATA"'], capture_output=True,
+                       text=True)
+    assert r.stdout.strip() == str(data)
 
 
 def test_repo_claude_dir_activates_the_pack():
@@ -281,4 +403,5 @@ def test_repo_claude_dir_activates_the_pack():
     # Skills link ../../references/...: the same files from .claude/skills/<name>/.
     assert (claude / "references").resolve() == (REPO / "references").resolve()
     settings = json.loads((claude / "settings.json").read_text())
-    assert any("mlflow-analyzer" in rule for rule in settings["permissions"]["allow"])
+    assert "Bash(mlflow-analyzer *)" in settings["permissions"]["allow"]
+    assert "Bash(plugin/bin/mlflow-analyzer *)" in settings["permissions"]["allow"]
