@@ -93,6 +93,14 @@ def claude_env(home: Path, api_url: str, path: str = "/usr/local/bin:/usr/bin:/b
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "MLFLOW_DISABLE_AGENT_HINT": "1",
     }
+    # pip as this machine has it set up (indexes, and its cache: the plugin's environment
+    # build then installs what the test run's own install downloaded, as on a machine
+    # where pip ran before).
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    user_conf = Path.home() / ".config" / "pip" / "pip.conf"
+    if user_conf.is_file():
+        env.setdefault("PIP_CONFIG_FILE", str(user_conf))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -46,3 +46,22 @@ def test_bench_stats_rejects_a_corpus_too_small():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "at least 40" in r.stderr
+
+
+def test_bench_first_use_runs(tmp_path):
+    """The first-use benchmark's table, on a ready environment made of this interpreter (no
+    environment is built here; the figures come from real runs, see benchmarks/README.md)."""
+    from mlflow_analyzer import __version__
+
+    env_dir = tmp_path / "env"
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "python").symlink_to(sys.executable)
+    (env_dir / ".mlflow-analyzer-version").write_text(__version__ + "\n")
+    bench = BENCH.parent / "bench_first_use.py"
+    r = subprocess.run([sys.executable, str(bench), "--scenarios", "ready", "--env-dir", str(env_dir),
+                        "--repeat", "1", "--cache", str(tmp_path / "cache"), "--json-out", str(tmp_path / "out.json")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    assert "scenario" in r.stdout and "first command s" in r.stdout and "margin of 120 s" in r.stdout
+    (row,) = __import__("json").loads((tmp_path / "out.json").read_text())["rows"]
+    assert row["scenario"] == "ready" and row["first_command_s"] > 0 and row["fetch_s"] > 0

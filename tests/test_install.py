@@ -331,7 +331,7 @@ def test_interactive_consent(tmp_path):
 
 
 def _bash(script: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_the_path_hook_makes_the_launchers_resolve(tmp_path):
