@@ -1,4 +1,4 @@
-"""Installed without a checkout (a wheel, `pip install git+URL`), the toolkit carries its pack:
+"""Installed without a checkout (a wheel, `pip install .`, `pip install git+URL`), the toolkit carries its pack:
 `install --target`, `install --user` and the headless runner find the skills, the subagent
 and the references inside the package.
 
@@ -110,9 +110,11 @@ def test_wheel_install_then_install_target_and_user(wheel, tmp_path):
     _check_installed(venv, tmp_path)
 
 
-def test_pip_install_git_url(source_repo, tmp_path):
+@pytest.mark.parametrize("route", ["directory", "git"])
+def test_pip_install_a_checkout_or_a_git_url(route, source_repo, tmp_path):
+    """`pip install .` from a clone, and `pip install git+URL` (a local file:// URL)."""
     venv = _bare_venv(tmp_path / "venv")
-    _pip_into(venv, f"git+file://{source_repo}")
+    _pip_into(venv, source_repo if route == "directory" else f"git+file://{source_repo}")
     _check_installed(venv, tmp_path)
 
 
