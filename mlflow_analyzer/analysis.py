@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .findings import DEFAULT_MAX_FINDINGS, FindingsAnalyzer, source_arguments
-from .sources import Source, checked
+from .sources import Source
 
 
 @dataclass
@@ -35,17 +35,21 @@ def analyze_source(
         from .locate import scan
 
         locate_result = scan(repo)
+    from .remote import analysis_stream
+
     fa = FindingsAnalyzer(required_tags=required_tags)
-    for trace in checked(source):
+    traces, remote = analysis_stream(source)
+    for trace in traces:
         fa.add(trace)
     result = fa.result(max_findings=max_findings, locate_result=locate_result,
                        source_args=source_arguments(source))
-    result["stats"].update(source.skip_summary())
+    stats = remote.result() if remote is not None else result["stats"]
+    stats.update(source.skip_summary())
     return Analysis(
-        stats=result["stats"],
+        stats=stats,
         findings=result["findings"],
         findings_total=result["findings_total"],
-        latencies=list(fa.stats.latencies),
+        latencies=list(remote.latencies if remote is not None else fa.stats.latencies),
         checks=result["checks"],
     )
 

@@ -54,6 +54,28 @@ def add_source_options(p: argparse.ArgumentParser, *, files: bool = True) -> Non
     g.add_argument("--since", help="only traces newer than this: 30m, 24h, 7d, or an ISO date")
 
 
+def add_sample_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sample",
+        type=_non_negative_int,
+        metavar="N",
+        help="over a tracking server (http/https): when the experiment holds more than N traces, read "
+        "spans for a uniform random sample of N of them, plus every trace with an error span; trace-level "
+        "figures stay exact and the output's \"sample\" key lists the estimated ones (default 2000; 0 reads "
+        "every span). SQL stores and files are always read in full",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
 def add_output_options(p: argparse.ArgumentParser, *, formats=("json", "text"), default="json") -> None:
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=formats, default=default, help=f"output format (default: {default})")
@@ -87,6 +109,7 @@ def store_query(args: argparse.Namespace) -> StoreQuery | None:
         order_by=getattr(args, "order_by", None),
         max_traces=getattr(args, "max_traces", None),
         since_ms=parse_since(args.since) if getattr(args, "since", None) else None,
+        sample=getattr(args, "sample", None),
     )
 
 

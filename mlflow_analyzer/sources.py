@@ -360,6 +360,7 @@ class StoreQuery:
     order_by: list[str] | None = None
     max_traces: int | None = None
     since_ms: int | None = None
+    sample: int | None = None  # over a tracking server: spans for a sample of this many traces
 
     def mlflow_filter(self) -> str | None:
         parts = []
@@ -385,6 +386,11 @@ def open_store(query: StoreQuery) -> Source:
     scheme = scheme_of(uri)
     if scheme in SQL_SCHEMES:
         return SqlStoreSource(query)
+    if scheme in ("http", "https") and os.environ.get("MLFLOW_ANALYZER_HTTP_CLIENT", "rest") != "mlflow":
+        _check_reachable(uri)
+        from .remote import HttpSource
+
+        return HttpSource(query)
     if scheme in API_SCHEMES:
         return ApiSource(query)
     raise UsageError(

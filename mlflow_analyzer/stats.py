@@ -803,6 +803,9 @@ def format_text(stats: dict[str, Any], *, limit: int = 20) -> str:
         "cost: "
         + ("not priced" if cost is None else f"${cost:,.4f} (estimate; {stats.get('cost_source')})"),
         "",
+        *([f"(span figures estimated from a sample: spans read for {stats['sample']['traces_with_spans']:,} of "
+           f"{stats['sample']['traces']:,} traces; trace-level figures are exact; --sample 0 reads every trace)", ""]
+          if stats.get("sample") else []),
         "spans by self time:",
         table(
             ["name", "type", "count", "errors", "p50 ms", "p95 ms", "self ms", "tokens", "cost $"],
@@ -917,6 +920,10 @@ def accumulate(source, *, group_by: str | None = None, workers: int | None = Non
 
     from .sources import SqlStoreSource, check_count, checked
 
+    from .remote import HttpSource, RemoteStats
+
+    if isinstance(source, HttpSource):  # a tracking server: see remote.py
+        return RemoteStats(source, group_by=group_by)
     light = isinstance(source, SqlStoreSource) and source.supports_light_read
     if not light:
         acc = StatsAccumulator(group_by=group_by)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_output_options, add_source_options, dump_json, example_epilog, positive_int, write_output
+from ..options import add_output_options, add_sample_option, add_source_options, dump_json, example_epilog, positive_int, write_output
 
 
 def register(sub) -> None:
@@ -32,6 +32,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_source_options(p)
+    add_sample_option(p)
     p.add_argument("--repo", metavar="DIR", help="source repository: fills each finding's code (file:line) and finds untraced LLM calls")
     p.add_argument("--all", action="store_true", help="report every finding, not only the top 10")
     p.add_argument("--max-findings", type=positive_int, default=10, help="findings to report (default 10)")
@@ -50,7 +51,6 @@ def run(args) -> int:
     from ..errors import UsageError
     from ..findings import FindingsAnalyzer, source_arguments
     from ..options import open_source
-    from ..sources import checked
 
     if args.baseline and not args.branch:
         raise UsageError("--baseline needs --branch")
@@ -74,9 +74,12 @@ def run(args) -> int:
 
         comparison = Comparison(args.branch, args.baseline, side)
 
+    from ..remote import analysis_stream
+
     source = open_source(args)
+    traces, remote = analysis_stream(source)
     on_branch = 0
-    for trace in checked(source):
+    for trace in traces:
         if comparison is not None:
             comparison.add(trace)
         if args.branch and trace.git_branch != args.branch:
@@ -91,6 +94,8 @@ def run(args) -> int:
     limit = None if args.all else args.max_findings
     result = analyzer.result(max_findings=None, locate_result=locate_result,
                              source_args=source_arguments(source))
+    if remote is not None:  # over a tracking server: trace-level figures from every trace
+        result["stats"] = remote.result()
     findings = result["findings"]
     if comparison is not None:
         cmp = comparison.result()
@@ -104,8 +109,10 @@ def run(args) -> int:
         f["id"] = f"F-{i:03d}"
     result["findings"] = findings
     result["stats"].update(source.skip_summary())
-    out = {"findings": findings, "findings_total": result["findings_total"], "checks": result["checks"],
-           "stats": result["stats"], **source.skip_summary()}
+    result = analyzer.result(max_findings=None, locate_result=locate_result,
+                             source_args=source_arguments(source))
+    if remote is not None:  # over a tracking server: trace-level figures from every trace
+        result["stats"] = remote.result()
     if "comparison" in result:
         out["comparison"] = result["comparison"]
     text = dump_json(out) if args.format == "json" else format_findings(out)
@@ -132,6 +139,10 @@ def format_findings(result: dict) -> str:
         + f"; {len(result['findings'])} of {result['findings_total']} findings shown",
         "",
     ]
+    if result.get("sample"):
+        sm = result["sample"]
+        lines[-1:-1] = [f"(spans read for a sample of {sm['traces_with_spans']:,} of {sm['traces']:,} traces: "
+                        "findings and their counts come from the sample; --sample 0 reads every trace)"]
     for f in result["findings"]:
         lines.append(f"{f['id']} [{f['priority']}] {f['category']} ({f['confidence']}%): {f['title']}")
         if f["code"]:

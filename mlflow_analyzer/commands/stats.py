@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_output_options, add_source_options, dump_json, example_epilog, open_source, write_output
+from ..options import add_output_options, add_sample_option, add_source_options, dump_json, example_epilog, open_source, write_output
 
 
 def register(sub) -> None:
@@ -26,6 +26,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_source_options(p)
+    add_sample_option(p)
     p.add_argument(
         "--group-by",
         metavar="KEY",
