@@ -64,6 +64,18 @@ RECIPES: dict[str, tuple[str, str]] = {
     ),
 }
 
+# Traces a recipe can produce results for, as SQL over the spans table (a SQL store skips the
+# others; any source gives the same results without it). A span whose type column says
+# nothing (OpenTelemetry spans typed by their attributes) always qualifies.
+_UNTYPED = "type IS NULL OR type IN ('', 'UNKNOWN')"
+RECIPE_SPANS: dict[str, str] = {
+    "errors": "status = 'ERROR'",
+    "llm": f"type IN ('LLM', 'CHAT_MODEL') OR {_UNTYPED}",
+    "tools": f"type = 'TOOL' OR {_UNTYPED}",
+    "retrievers": f"type = 'RETRIEVER' OR {_UNTYPED}",
+}
+
+
 def recipe_help() -> str:
     width = max(len(n) for n in RECIPES)
     return "\n".join(f"  {n:<{width}}  {d}" for n, (d, _) in RECIPES.items())

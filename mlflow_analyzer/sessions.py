@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .model import Trace, iso_ms
 from .normalize import trace_inputs, trace_outputs
@@ -232,15 +232,28 @@ def list_sessions(traces: Iterable[Trace], *, limit: int = 50) -> dict[str, Any]
         a["user"] = a["user"] or t.user_id
         a["first"] = t.request_time_ms if a["first"] is None else min(a["first"], t.request_time_ms)
         a["last"] = t.request_time_ms if a["last"] is None else max(a["last"], t.request_time_ms)
+    return session_list(agg, without, limit=limit)
+
+
+def session_list(agg: dict[str, dict], without: int, *, limit: int = 50,
+                 users: Callable[[list[str]], dict[str, str | None]] | None = None) -> dict[str, Any]:
+    """The ``session --list`` answer from per-session aggregates (turns, errors, tokens,
+    first, last, user): sessions with failures first. ``users`` fills the user of the shown
+    sessions when the aggregates do not carry it (the SQL path asks for those only)."""
     rows = sorted(agg.items(), key=lambda kv: (-kv[1]["errors"], -kv[1]["turns"], kv[0]))
+    shown = rows[:limit]
+    if users is not None:
+        found = users([sid for sid, _ in shown])
+        for sid, a in shown:
+            a["user"] = found.get(sid)
     return {
         "sessions": len(agg),
         "traces_without_session": without,
-        "shown": min(limit, len(rows)),
+        "shown": len(shown),
         "list": [
             {"session_id": sid, "turns": a["turns"], "error_turns": a["errors"], "tokens": a["tokens"],
              "user_id": a["user"], "first": iso_ms(a["first"]), "last": iso_ms(a["last"])}
-            for sid, a in rows[:limit]
+            for sid, a in shown
         ],
     }
 

@@ -38,6 +38,7 @@ from .normalize import (
     META_OUTPUTS,
     META_SESSION,
     META_TOKEN_USAGE,
+    META_USER,
     TAG_SPANS_LOCATION,
     TAG_TRACE_NAME,
     LIGHT_SPAN_NEEDS_JSON,
@@ -670,21 +671,34 @@ class SqlStoreSource(Source):
         parts.append("request_id ASC")
         return ", ".join(parts)
 
-    def trace_ids(self) -> list[str]:
+    def trace_ids(self, *, offset: int = 0, limit: int | None = None,
+                  having: str | None = None) -> list[str]:
+        """The selected trace ids in reading order; ``offset``/``limit`` page them,
+        ``having`` keeps traces with a span matching this SQL condition over ``spans``."""
         if self.experiment_id is None:
             raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
         q = self.query
         if q.filter_string:
-            return self._filtered_ids()
+            ids = self._filtered_ids()
+            return ids[offset:] if limit is None else ids[offset:offset + limit]
         sql = "SELECT request_id FROM trace_info WHERE experiment_id = :e"
         params: dict[str, Any] = {"e": int(self.experiment_id)}
         if q.since_ms is not None:
             sql += " AND timestamp_ms >= :since"
             params["since"] = q.since_ms
+        if having:
+            sql += (" AND EXISTS (SELECT 1 FROM spans WHERE spans.trace_id = trace_info.request_id "
+                    f"AND ({having}))")
         sql += f" ORDER BY {self._order_sql()}"
-        if q.max_traces is not None:
-            sql += " LIMIT :lim"
-            params["lim"] = int(q.max_traces)
+        cap = None if q.max_traces is None else max(0, int(q.max_traces) - offset)
+        if limit is not None:
+            cap = limit if cap is None else min(cap, limit)
+        if cap is not None or offset:
+            sql += " LIMIT :lim OFFSET :off"
+            params["lim"] = -1 if cap is None and self.dialect == "sqlite" else cap
+            params["off"] = offset
+            if cap is None and self.dialect != "sqlite":
+                sql = sql.replace(" LIMIT :lim", "")
         return [r[0] for r in self._rows(sql, params)]
 
     def _filtered_ids(self) -> list[str]:
@@ -698,11 +712,36 @@ class SqlStoreSource(Source):
         return [t.info.trace_id for t in pages]
 
     # -- reading
-    def entries(self) -> Iterator[tuple[str, Any]]:
-        ids = self.trace_ids()
-        for i in range(0, len(ids), BATCH):
-            for raw in self._load_batch(ids[i : i + BATCH]):
-                yield self.query.tracking_uri, raw
+    ID_PAGES = (50, 450, 4500)  # then the rest: a reader who stops early asks for few ids
+
+    def entries(self, *, having: str | None = None) -> Iterator[tuple[str, Any]]:
+        """Traces as MLflow's JSON in reading order. Ids come in growing pages and the first
+        batches are small, so that a reader who stops early (extract --limit) reads little;
+        ``having`` (SQL over ``spans``) skips traces without a matching span."""
+        where = self.query.tracking_uri
+        offset = 0
+        size = 10
+        for page in (*self.ID_PAGES, None):
+            ids = self.trace_ids(offset=offset, limit=page, having=having)
+            offset += len(ids)
+            i = 0
+            while i < len(ids):
+                for raw in self._load_batch(ids[i : i + size]):
+                    yield where, raw
+                i += size
+                size = min(BATCH, size * 2)
+            if page is None or len(ids) < page:
+                return
+
+    def iter_pairs(self, *, having: str | None = None) -> Iterator[tuple[dict, Trace]]:
+        """``(raw, Trace)`` pairs; ``having`` as in :meth:`entries`."""
+        for where, raw in self.entries(having=having):
+            try:
+                trace = self.normalize(raw, where)
+            except MalformedTrace as exc:
+                self.skip(exc)
+                continue
+            yield raw, trace
 
     @property
     def supports_light_read(self) -> bool:
@@ -733,6 +772,58 @@ class SqlStoreSource(Source):
                 trace = self._built(info, [], info.get("assessments") or [], where)
                 if trace is not None:
                     yield trace
+
+    def session_aggregates(self) -> tuple[dict[str, dict], int, Any] | None:
+        """``session --list`` in one GROUP BY over trace rows: ``(per-session aggregates,
+        traces without a session, users(session ids) -> {id: user})``; None when the query
+        needs MLflow's filter grammar or a trace limit (the generic path answers then)."""
+        q = self.query
+        if q.filter_string or q.max_traces is not None or "session_id" not in self._info_columns:
+            return None
+        if self.experiment_id is None:
+            raise UsageError("give --experiment-id or --experiment-name to read traces from a store")
+        kcol = "`key`" if self.dialect == "mysql" else '"key"'
+        # The column MLflow promotes the session to; the metadata row for older traces.
+        session = (f"COALESCE(t.session_id, (SELECT m.value FROM trace_request_metadata m WHERE "
+                   f"m.request_id = t.request_id AND m.{kcol} = '{META_SESSION}'))")
+        where = "t.experiment_id = :e"
+        params: dict[str, Any] = {"e": int(self.experiment_id)}
+        if q.since_ms is not None:
+            where += " AND t.timestamp_ms >= :since"
+            params["since"] = q.since_ms
+        tokens = "t.total_tokens" if "total_tokens" in self._info_columns else "NULL"
+        rows = self._rows(
+            f"SELECT s, COUNT(*), SUM(e), SUM(tk), MIN(ts), MAX(ts) FROM (SELECT {session} AS s, "
+            f"CASE WHEN t.status = 'ERROR' THEN 1 ELSE 0 END AS e, COALESCE({tokens}, 0) AS tk, "
+            f"t.timestamp_ms AS ts FROM trace_info t WHERE {where}) x GROUP BY s",
+            params,
+        )
+        agg: dict[str, dict] = {}
+        without = 0
+        for sid, turns, errors, tok, first, last in rows:
+            if not sid:
+                without += int(turns)
+                continue
+            agg[sid] = {"turns": int(turns), "errors": int(errors or 0), "tokens": int(tok or 0),
+                        "first": int(first), "last": int(last), "user": None}
+        order = self._order_sql().replace("request_id", "t.request_id").replace("timestamp_ms", "t.timestamp_ms")
+
+        def users(sids: list[str]) -> dict[str, str | None]:
+            if not sids:
+                return {}
+            found: dict[str, str | None] = {}
+            for sid, user in self._rows(
+                f"SELECT {session} AS s, u.value FROM trace_info t JOIN trace_request_metadata u "
+                f"ON u.request_id = t.request_id AND u.{kcol} = '{META_USER}' WHERE {where} "
+                f"AND {session} IN :sids ORDER BY {order}",
+                {**params, "sids": sids},
+                ("sids",),
+            ):
+                if user and not found.get(sid):
+                    found[sid] = user
+            return found
+
+        return agg, without, users
 
     def get_pair(self, trace_id: str) -> tuple[dict, Trace]:
         found = self._load_batch([trace_id])

@@ -106,3 +106,11 @@ def test_light_read_and_parallel_pass_over_postgres(store, monkeypatch):
     parallel = stats_module.accumulate(src, workers=2).result()
     for key in ("trace_count", "error_count", "latency_ms", "tokens", "spans", "errors"):
         assert parallel[key] == full[key], key
+
+
+def test_session_list_over_postgres_matches_files(store):
+    """session --list on PostgreSQL: one GROUP BY over trace rows, the same list as from the
+    same traces' files."""
+    direct = json.loads(cli_ok("session", "--tracking-uri", store["uri"], "--experiment-id", store["exp"], "--list"))
+    via_files = json.loads(cli_ok("session", store["file"], "--list"))
+    assert direct == via_files and direct["sessions"] == 2

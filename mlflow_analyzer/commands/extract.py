@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..extract import RECIPES, recipe_help
+from ..extract import RECIPE_SPANS, RECIPES, recipe_help
 from ..options import add_source_options, add_trace_id_option, example_epilog, positive_int, spill_if_large, write_output
 
 
@@ -59,7 +59,8 @@ def run(args) -> int:
         pairs = iter([one_trace(args)])
     else:
         source = open_source(args)
-        pairs = source.iter_pairs()
+        having = RECIPE_SPANS.get(args.recipe) if args.recipe else None
+        pairs = source.iter_pairs(having=having) if having and hasattr(source, "trace_ids") else source.iter_pairs()
 
     # Traces are read and converted one at a time, and reading stops as soon as --limit
     # results are in: the total beyond the limit is not counted (that would mean reading

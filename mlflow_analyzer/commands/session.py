@@ -37,13 +37,23 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import NotFoundError
     from ..options import open_source
-    from ..sessions import format_session, list_sessions, rebuild
+    from ..sessions import format_session, list_sessions, rebuild, session_list
     from ..sources import checked
 
     if args.list:
-        # Only trace records are needed: stores skip reading the spans.
+        # Only trace records are needed: a SQL store answers with one GROUP BY, other stores
+        # skip reading the spans.
         source = open_source(args)
-        result = list_sessions(checked(source, source.iter_trace_infos()), limit=args.limit)
+        summary = getattr(source, "session_aggregates", lambda: None)()
+        if summary is not None:
+            agg, without, users = summary
+            if not agg and not without:
+                from ..sources import check_count
+
+                check_count(source, 0, True)
+            result = session_list(agg, without, limit=args.limit, users=users)
+        else:
+            result = list_sessions(checked(source, source.iter_trace_infos()), limit=args.limit)
         result.update(source.skip_summary())
         if args.format == "text":
             lines = [f"{result['sessions']} sessions; {result['traces_without_session']} traces without one"]
