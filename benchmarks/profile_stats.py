@@ -21,7 +21,7 @@ parses span JSON only where needed (checked to give the same figures as ``stats`
     python benchmarks/profile_stats.py --size 10000
     python benchmarks/profile_stats.py --size 10000 --cprofile 25 --what-if
 
-Uses the corpora ``bench_stats.py`` builds (``benchmarks/.cache/corpus-N``); builds one if
+Uses the corpora ``bench.py`` builds (``corpora.py``, ``benchmarks/.cache/<shape>-N``); builds one if
 missing. Internal names (``_rows``) are wrapped, not changed: this is a diagnostic.
 """
 
@@ -222,6 +222,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=10000)
     p.add_argument("--cache", type=Path, default=HERE / ".cache")
+    p.add_argument("--corpus", default="agent", help="corpus shape (corpora.py: agent or rag; default agent)")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="also print cProfile's top N (cumulative)")
     p.add_argument("--what-if", action="store_true",
                    help="re-run with span inputs/outputs kept as stored text (not re-parsed)")
@@ -229,17 +230,13 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
 
-    manifest_path = args.cache / f"corpus-{args.size}" / "manifest.json"
-    if not manifest_path.is_file():
-        from mlflow_analyzer.corpus import ensure_corpus
+    sys.path.insert(0, str(HERE))
+    import corpora
 
-        ensure_corpus(manifest_path.parent, n_traces=args.size, experiment_name=f"bench-{args.size}", seed=7)
-    m = json.loads(manifest_path.read_text())
+    m = corpora.ensure(args.corpus, args.size, args.cache.resolve())
     uri, exp = m["tracking_uri"], str(m["experiment_id"])
 
     base_rss = rss_mb()
-    import sqlalchemy  # noqa: F401  (what stats imports, before reading)
-
     import mlflow_analyzer.normalize  # noqa: F401
     import mlflow_analyzer.sources  # noqa: F401
     import mlflow_analyzer.stats  # noqa: F401

@@ -1,51 +1,86 @@
-"""The stats benchmark runs end to end on a tiny corpus: its table, agreement check and
-target lines appear. No timing is asserted here (figures live in benchmarks/README.md)."""
+"""The benchmark runs end to end on tiny corpora: corpora built once and reused, every tool,
+the baseline, the floors, the table, the agreement check and the target lines. No timing is
+asserted here (figures live in benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_stats.py"
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
-def test_bench_stats_runs_on_a_tiny_corpus(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+def _env():
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+
+
+def test_bench_runs_every_tool_on_a_tiny_corpus(tmp_path):
+    cache = tmp_path / "cache"
     r = subprocess.run(
-        [sys.executable, str(BENCH), "--sizes", "60", "--no-http", "--cache", str(tmp_path / "cache"),
-         "--json-out", str(tmp_path / "results.json")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [sys.executable, str(BENCH), "--sizes", "60", "--corpora", "agent", "--stores", "sqlite",
+         "--cache", str(cache), "--json-out", str(tmp_path / "results.json"), "--markdown"],
+        capture_output=True, text=True, env=_env(), timeout=1800,
     )
     out = r.stdout
     assert r.returncode == 0, r.stderr[-3000:] + out[-3000:]
-    assert "corpus     60 traces" in out
-    # The table: header, and one row per tool.
-    assert "size  store   tool" in out and "peak RSS MB" in out and "baseline/ours (time)" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith("60 ")]
-    assert {row[2] for row in rows} >= {"stats", "baseline", "findings"}, out
-    # The comparison is guarded by the figures agreeing.
-    assert "AGREE [60 traces, sqlite]: stats and baseline agree on trace_count, error_count" in out, out
-    assert "DISAGREE" not in out
-    assert "PASS  stats and baseline figures agree" in out
-    assert "stats peak memory" in out
+    assert "corpus agent      60 traces" in out
+    header = next(line for line in out.splitlines() if line.startswith("corpus  size"))
+    for col in ("wall s", "peak MB", "ms/trace", "baseline/ours", "ours/floor"):
+        assert col in header
+    rows = [line.split() for line in out.splitlines() if line.startswith("agent   60")]
+    tools = {row[3] for row in rows}
+    assert tools >= {"stats", "findings", "extract", "session", "fetch", "report", "review", "baseline",
+                     "floor:stats", "floor:findings", "floor:session", "floor:extract", "floor:fetch"}, out
+    assert all(row[4] != "failed" for row in rows), out
+    assert "AGREE [agent 60 sqlite]" in out and "DISAGREE" not in out
+    assert "PASS  stats and the baseline agree" in out and "stats peak memory" in out
+    assert "| corpus | size | store | tool |" in out  # --markdown
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {r["tool"] for r in results} >= {"stats", "baseline"}
     # Reused, not rebuilt, on a second run.
     again = subprocess.run(
-        [sys.executable, str(BENCH), "--sizes", "60", "--no-http", "--no-findings", "--cache",
-         str(tmp_path / "cache")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [sys.executable, str(BENCH), "--sizes", "60", "--corpora", "agent", "--stores", "sqlite", "--tools", "stats",
+         "--no-baseline", "--no-floors", "--cache", str(cache)],
+        capture_output=True, text=True, env=_env(), timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reused" in again.stdout
-    assert (tmp_path / "results.json").is_file()
 
 
-def test_bench_stats_rejects_a_corpus_too_small():
-    r = subprocess.run([sys.executable, str(BENCH), "--sizes", "10", "--no-http"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert "at least 40" in r.stderr
+def test_bench_rejects_bad_arguments():
+    r = subprocess.run([sys.executable, str(BENCH), "--sizes", "10"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "at least 40" in r.stderr
+    r = subprocess.run([sys.executable, str(BENCH), "--stores", "oracle"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown store" in r.stderr
+
+
+def test_multiplied_corpus_is_read_by_mlflow_like_any_other(tmp_path, monkeypatch):
+    """Corpora above the build limit are the built one copied with fresh ids, sessions and
+    times: MLflow itself reads every copy, and the figures scale with the copies."""
+    sys.path.insert(0, str(BENCH.parent))
+    import corpora
+
+    monkeypatch.setattr(corpora, "BUILD_LIMIT", {"agent": 60, "rag": 60})
+    base = corpora.ensure("agent", 60, tmp_path)
+    big = corpora.ensure("agent", 150, tmp_path)
+    assert big["trace_count"] == 150 and big["span_count"] > 2 * base["span_count"]
+    import mlflow
+
+    mlflow.set_tracking_uri(big["tracking_uri"])
+    found = mlflow.search_traces(locations=[big["experiment_id"]], max_results=None, return_type="list")
+    assert len(found) == 150 and len({t.info.trace_id for t in found}) == 150
+    assert all(len(t.data.spans) > 0 for t in found)
+    r = subprocess.run([sys.executable, "-m", "mlflow_analyzer", "stats", "--tracking-uri", big["tracking_uri"],
+                        "--experiment-id", big["experiment_id"]], capture_output=True, text=True, env=_env())
+    s = json.loads(r.stdout)
+    one = json.loads(subprocess.run([sys.executable, "-m", "mlflow_analyzer", "stats", "--tracking-uri",
+                                     base["tracking_uri"], "--experiment-id", base["experiment_id"]],
+                                    capture_output=True, text=True, env=_env()).stdout)
+    assert s["trace_count"] == 150 and s["sessions"]["count"] > 2 * one["sessions"]["count"]
+    assert s["latency_ms"]["max"] == one["latency_ms"]["max"]
 
 
 def test_bench_first_use_runs(tmp_path):
