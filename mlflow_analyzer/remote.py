@@ -30,7 +30,6 @@ from typing import Any, Iterator
 
 from .errors import NotFoundError, SourceError, UsageError
 from .model import Trace
-from .normalize import trace_from_parts
 from .rest import RestClient, RestNotFound, masked
 from .sources import Source
 
@@ -188,8 +187,23 @@ class HttpSource(Source):
         return self.search(self.query.mlflow_filter(), limit=self.query.max_traces)
 
     def iter_trace_infos(self) -> Iterator[Trace]:
+        where = self.description
         for info in self._records():
-            yield trace_from_parts(info, [], info.get("assessments") or [])
+            trace = self._built(info, [], info.get("assessments") or [], where)
+            if trace is not None:
+                yield trace
+
+    def session_levels(self) -> list[str] | None:
+        from .sources import EXPERIMENT_SESSION_HIERARCHY, session_hierarchy_levels
+
+        if self.experiment_id is None:
+            return None
+        try:
+            doc = self.client.get_json("/api/2.0/mlflow/experiments/get", {"experiment_id": self.experiment_id})
+        except SourceError:
+            return None
+        tags = {t.get("key"): t.get("value") for t in (doc.get("experiment") or {}).get("tags") or []}
+        return session_hierarchy_levels(tags.get(EXPERIMENT_SESSION_HIERARCHY))
 
     # -- spans
     def _batch(self, ids: list[str]) -> dict[str, list[dict]]:
@@ -221,8 +235,8 @@ class HttpSource(Source):
                         self.warnings.append(f"{tid}: the server returned no spans for this trace")
                         yield tid, []
 
-    def iter_raw(self) -> Iterator[dict]:
-        """Every trace the query selects, with its spans (exact: no sampling)."""
+    def entries(self) -> Iterator[tuple[str, Any]]:
+        """Every trace the query selects with its spans (exact: no sampling), in pages."""
         infos = []
         for info in self._records():
             infos.append(info)
@@ -231,17 +245,12 @@ class HttpSource(Source):
                 infos = []
         yield from self._with_spans(infos)
 
-    def _with_spans(self, infos: list[dict]) -> Iterator[dict]:
+    def _with_spans(self, infos: list[dict]) -> Iterator[tuple[str, dict]]:
         by_id = {i["trace_id"]: i for i in infos}
         for tid, spans in self.fetch_spans(list(by_id)):
-            yield {"info": by_id[tid], "data": {"spans": spans}}
+            yield self.description, {"info": by_id[tid], "data": {"spans": spans}}
 
-    def iter_traces(self) -> Iterator[Trace]:
-        for raw in self.iter_raw():
-            info = raw["info"]
-            yield trace_from_parts(info, raw["data"]["spans"], info.get("assessments") or [])
-
-    def get_raw(self, trace_id: str) -> dict:
+    def get_pair(self, trace_id: str) -> tuple[dict, Trace]:
         try:
             doc = self.client.get_json(f"{V3}/batchGet", {"trace_ids": [trace_id]})
         except RestNotFound:
@@ -250,11 +259,8 @@ class HttpSource(Source):
         if not traces:
             raise NotFoundError(f"trace {trace_id} not found on {self.description}")
         t = traces[0]
-        return {"info": info_dict(t.get("trace_info") or {}), "data": {"spans": [span_dict(s) for s in t.get("spans") or []]}}
-
-    def get_trace(self, trace_id: str) -> Trace:
-        raw = self.get_raw(trace_id)
-        return trace_from_parts(raw["info"], raw["data"]["spans"], raw["info"].get("assessments") or [])
+        raw = {"info": info_dict(t.get("trace_info") or {}), "data": {"spans": [span_dict(s) for s in t.get("spans") or []]}}
+        return raw, self.normalize(raw, self.description)
 
     # -- the server's aggregates
     def span_counts(self) -> dict[str, dict] | None:
@@ -314,8 +320,11 @@ class RemotePass:
     def total(self) -> int:
         return len(self.infos)
 
-    def trace(self, info: dict) -> Trace:
-        return trace_from_parts(info, self.spans.get(info["trace_id"]) or [], info.get("assessments") or [])
+    def trace(self, source: Source, info: dict) -> Trace | None:
+        """The trace of a record (with its spans when read); None when malformed (the source
+        counts it as skipped)."""
+        return source._built(info, self.spans.get(info["trace_id"]) or [], info.get("assessments") or [],
+                             source.description)
 
     def describe(self) -> dict:
         return {
@@ -386,7 +395,9 @@ class RemoteStats:
         known = False
         plan = self.plan
         for info in plan.infos:
-            trace = plan.trace(info)
+            trace = plan.trace(self.source, info)
+            if trace is None:
+                continue
             known = known or not trace.spans or any(s.convention for s in trace.spans)
             self.all.add(trace)
             if info["trace_id"] in plan.sample_ids:

@@ -33,7 +33,21 @@ def server(tmp_path_factory):
          "--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=open(d / "server.log", "w"), env=env,
+        start_new_session=True,  # its uvicorn workers and job runners go down with it
     )
+
+    def stop():
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300  # a new store's migrations take minutes on a loaded machine
     while time.time() < deadline:
@@ -42,17 +56,14 @@ def server(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
+                stop()
                 raise RuntimeError((d / "server.log").read_text()[-2000:])
             time.sleep(0.5)
     else:
-        proc.kill()
+        stop()
         raise RuntimeError("mlflow server did not start")
     yield {"url": url, "db": f"sqlite:///{d}/server.db"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop()
 
 
 def _attr(k, v):
