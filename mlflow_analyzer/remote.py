@@ -262,6 +262,18 @@ class HttpSource(Source):
         raw = {"info": info_dict(t.get("trace_info") or {}), "data": {"spans": [span_dict(s) for s in t.get("spans") or []]}}
         return raw, self.normalize(raw, self.description)
 
+    def existing_trace_ids(self, ids: list[str]) -> set[str]:
+        """Trace records only (``traces/batchGetInfos``), in batches."""
+        found: set[str] = set()
+        ids = [str(t) for t in ids]
+        for i in range(0, len(ids), 100):
+            try:
+                doc = self.client.post_json(f"{V3}/batchGetInfos", {"trace_ids": ids[i:i + 100]})
+            except RestNotFound:
+                continue
+            found.update((t or {}).get("trace_id") for t in doc.get("trace_infos") or [])
+        return {t for t in found if t}
+
     # -- the server's aggregates
     def span_counts(self) -> dict[str, dict] | None:
         """Per span name: ``count``, ``error_count`` and ``types`` from the metrics endpoint,

@@ -187,6 +187,17 @@ class Source:
     def get_raw(self, trace_id: str) -> dict:
         return self.get_pair(trace_id)[0]
 
+    def existing_trace_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are traces of this source (reviews cite trace ids: each is checked)."""
+        found = set()
+        for tid in ids:
+            try:
+                self.get_pair(tid)
+            except (NotFoundError, MalformedTrace):
+                continue
+            found.add(tid)
+        return found
+
     def get_trace(self, trace_id: str) -> Trace:
         return self.get_pair(trace_id)[1]
 
@@ -772,6 +783,15 @@ class SqlStoreSource(Source):
                 trace = self._built(info, [], info.get("assessments") or [], where)
                 if trace is not None:
                     yield trace
+
+    def existing_trace_ids(self, ids: list[str]) -> set[str]:
+        """One query over trace rows (any experiment of the store)."""
+        ids = [str(t) for t in ids]
+        found: set[str] = set()
+        for i in range(0, len(ids), INFO_BATCH):
+            found.update(r[0] for r in self._rows(
+                "SELECT request_id FROM trace_info WHERE request_id IN :ids", {"ids": ids[i:i + INFO_BATCH]}, ("ids",)))
+        return found
 
     def session_aggregates(self) -> tuple[dict[str, dict], int, Any] | None:
         """``session --list`` in one GROUP BY over trace rows: ``(per-session aggregates,

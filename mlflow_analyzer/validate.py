@@ -375,6 +375,19 @@ def store_trace_checker(tracking_uri: str) -> TraceExists:
         db = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
         if db and db != ":memory:" and not os.path.exists(db):
             raise SourceError(f"no SQLite tracking store at {db}")
+    from .sources import SQL_SCHEMES, StoreQuery, open_store, scheme_of
+
+    if scheme_of(tracking_uri) in SQL_SCHEMES + ("http", "https"):
+        # SQL stores and tracking servers: one read of trace rows for all the ids, without
+        # importing MLflow (seconds) or loading each trace's spans.
+        opened: list = []
+
+        def exists_in_store(ids: list) -> set:
+            if not opened:
+                opened.append(open_store(StoreQuery(tracking_uri=tracking_uri)))
+            return opened[0].existing_trace_ids(list(ids))
+
+        return exists_in_store
 
     def trace_exists(ids: list) -> set:
         os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")

@@ -235,3 +235,11 @@ def test_unknown_experiment_over_http_is_one_line(populated):
     assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
     r = run("stats", "--tracking-uri", populated["url"], "--experiment-name", "no-such-experiment")
     assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_review_citations_checked_against_the_server(populated):
+    """validate's trace check over HTTP asks the server for trace records only."""
+    from mlflow_analyzer.validate import store_trace_checker
+
+    fake = "tr-" + "0" * 32
+    assert store_trace_checker(populated["url"])([populated["native"], fake]) == {populated["native"]}
