@@ -398,7 +398,15 @@ def fmt_table(rows: list[list[str]], left: int = 4) -> str:
     return "\n".join(out)
 
 
+def _interrupt(signum, frame):  # servers started here are stopped by their context managers
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=parse_sizes, default=[1000, 10000, 50000], help="corpus sizes (default 1000,10000,50000)")
     p.add_argument("--corpora", type=lambda t: parse_list(t, corpora.SHAPES, "corpus"), default=list(corpora.SHAPES),

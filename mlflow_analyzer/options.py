@@ -60,7 +60,7 @@ def add_sample_option(p: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         metavar="N",
         help="over a tracking server (http/https): when the experiment holds more than N traces, read "
-        "spans for a uniform random sample of N of them, plus every trace with an error span; trace-level "
+        "spans for a uniform random sample of N of them, plus every trace that ended in ERROR; trace-level "
         "figures stay exact and the output's \"sample\" key lists the estimated ones (default 2000; 0 reads "
         "every span). SQL stores and files are always read in full",
     )

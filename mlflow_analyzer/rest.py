@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.loads(data)
 
 
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 120.0  # MLflow's own client default
 DEFAULT_RETRIES = 2
 RETRY_STATUS = (429, 500, 502, 503, 504)
 
