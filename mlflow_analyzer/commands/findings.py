@@ -109,10 +109,12 @@ def run(args) -> int:
         f["id"] = f"F-{i:03d}"
     result["findings"] = findings
     result["stats"].update(source.skip_summary())
-    result = analyzer.result(max_findings=None, locate_result=locate_result,
-                             source_args=source_arguments(source))
-    if remote is not None:  # over a tracking server: trace-level figures from every trace
-        result["stats"] = remote.result()
+    out = {"findings": findings, "findings_total": result["findings_total"], "checks": result["checks"],
+           "stats": result["stats"], **source.skip_summary()}
+    if result["stats"].get("sample"):
+        out["sample"] = {k: v for k, v in result["stats"]["sample"].items() if k != "estimated"}
+        out["sample"]["note"] = ("findings come from the traces read in full (traces_with_spans of traces); "
+                                 "their counts are the sample's")
     if "comparison" in result:
         out["comparison"] = result["comparison"]
     text = dump_json(out) if args.format == "json" else format_findings(out)
