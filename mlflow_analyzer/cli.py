@@ -15,6 +15,7 @@ import os
 import sys
 
 from . import __version__
+from . import redact
 from .errors import AnalyzerError
 
 # Order is the order shown in --help.
@@ -66,6 +67,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_depth = [0]  # > 1 while a command runs another in-process (the headless runner's tools)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
     words = sys.argv[1:] if argv is None else argv
@@ -75,18 +79,39 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    _depth[0] += 1
+    outer = _depth[0] == 1
+    saved = redact.enabled()
+    if outer:
+        redact.reset()
+        redact.set_enabled(not getattr(args, "no_redact", False))
+    elif getattr(args, "no_redact", False):
+        redact.set_enabled(False)
+    try:
+        return _run(args)
+    finally:
+        _depth[0] -= 1
+        if outer:
+            redact.print_summary(sys.stderr)
+        redact.set_enabled(saved)
+
+
+def _run(args) -> int:
     from . import options
 
     frame = options.begin_command()
     try:
+        if getattr(args, "output", None) is not None:  # an unwritable output fails before any work
+            options.check_output_path(args.output)
         code = int(args.func(args) or 0)
         for source in frame:
             line = options.skip_warning(source)
             if line:
-                print(f"{PROG}: warning: {line}", file=sys.stderr)
+                print(f"{PROG}: warning: {redact.message(line)}", file=sys.stderr)
+        sys.stdout.flush()
         return code
     except AnalyzerError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {redact.message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -107,11 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:  # stdout on a full disk, a closed descriptor...
+        if os.environ.get("MLFLOW_ANALYZER_DEBUG"):
+            raise
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{PROG}: error: cannot write{where}: {redact.message(exc.strerror or exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug: one line, the traceback only on request
         if os.environ.get("MLFLOW_ANALYZER_DEBUG"):
             raise
         print(
-            f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+            f"{PROG}: internal error: {type(exc).__name__}: {redact.message(exc)} "
             "(set MLFLOW_ANALYZER_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )

@@ -103,15 +103,22 @@ def run_program(compiled, docs: Iterable[tuple[str, Any]]) -> Iterator[Any]:
 
 
 def clip_strings(value: Any, limit: int) -> Any:
-    """Shorten long strings inside a result, saying how much was cut."""
+    """Shorten long strings inside a result, saying how much was cut. Credentials are
+    redacted first (a key cut in half would not be recognised any more)."""
+    from .redact import redact_value
+
+    return _clip_strings(redact_value(value), limit)
+
+
+def _clip_strings(value: Any, limit: int) -> Any:
     if limit <= 0:
         return value
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + f"…[+{len(value) - limit} chars]"
     if isinstance(value, list):
-        return [clip_strings(v, limit) for v in value]
+        return [_clip_strings(v, limit) for v in value]
     if isinstance(value, dict):
-        return {k: clip_strings(v, limit) for k, v in value.items()}
+        return {k: _clip_strings(v, limit) for k, v in value.items()}
     return value
 
 

@@ -34,6 +34,7 @@ import re
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -82,13 +83,25 @@ WRAP_UP_TEXT = (
     "write_review in your next reply, using what you already know, then end your turn."
 )
 
-# Files the model may not read (credentials) and folders never searched.
+# Files the model may not read (credentials), matched on the lowercased file name, and
+# folders it may not enter (version control: .git/config may hold a CI token; cloud,
+# container and key-store configuration).
 SECRET_NAMES = (
-    ".env", ".env.*", "*.env", ".netrc", ".pypirc", ".npmrc", ".git-credentials",
-    "credentials", "credentials.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.keystore",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    ".env", ".env.*", "*.env", ".envrc", ".netrc", "_netrc", ".pgpass", ".pypirc", ".npmrc",
+    ".yarnrc", ".yarnrc.yml", ".git-credentials", ".gitcredentials", ".htpasswd", ".vault-token",
+    ".s3cfg", ".boto", ".dockercfg", ".terraformrc", "terraform.rc", "*.tfstate", "*.tfstate.*",
+    "*.tfvars", "*.tfvars.json", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
+    "credentials", "credentials.*", "*credentials*.json", "*credentials*.y*ml",
+    "application_default_credentials.json", "*service-account*.json", "*service_account*.json",
+    "*serviceaccount*.json", "*-sa-key*.json", "*.gcp.json", "secrets", "secrets.*", "secret.*",
+    "*.secrets", "*.secret", "*-secrets.*", "*_secrets.*", "*.pem", "*.key", "*.p12", "*.pfx",
+    "*.jks", "*.keystore", "*.p8", "*.ppk", "*.asc", "*.gpg", "*.kdbx",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.ovpn",
 )
-PRIVATE_DIRS = {".git", ".hg", ".svn"}  # .git/config may hold a CI token
+PRIVATE_DIRS = {
+    ".git", ".hg", ".svn", ".aws", ".azure", ".docker", ".kube", ".ssh", ".gnupg", "gcloud",
+    ".gcloud", ".config/gcloud", ".terraform", ".vault", ".password-store", ".secrets", "secrets",
+}
 SKIP_DIRS = PRIVATE_DIRS | {
     ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache",
     ".pytest_cache", ".ruff_cache", ".eggs",
@@ -269,11 +282,49 @@ class Budget:
 # ---- bounding and fencing -------------------------------------------------------------
 
 
+# Characters that can stand for "<" and invisible ones that can hide inside a tag name.
+_LT_LIKE = "<\uff1c\ufe64\u2039\u2329\u27e8\u3008\u276e\u02c2\u1438\u16b2"
+_TAG_START = re.compile(f"[{_LT_LIKE}]|&(?:lt|#0*60|#x0*3c);", re.I)
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff"
+                        "\uffa0\U000e0000-\U000e0fff\\s]")
+_FENCE_NAME = re.compile(r"^/?(?:tool|too1|t00l)[_\-.]?(?:output|0utput|outpu7)", re.I)
+
+
+def _looks_like_fence(segment: str) -> bool:
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", segment)
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = re.sub(r"^(?:<|&(?:lt|#0*60|#x0*3c);)", "", text, flags=re.I)
+    return bool(_FENCE_NAME.match(text))
+
+
+def defuse(text: str) -> str:
+    """Fence look-alikes made harmless: ``</tool_output>``, ``< /tool_output>``, case and
+    full-width variants, zero-width and other invisible characters inside the tag, HTML
+    entities for ``<``. Their opening character becomes ``&lt;``."""
+    out = []
+    pos = 0
+    for m in _TAG_START.finditer(text):
+        start = m.start()
+        if start < pos:
+            continue
+        if _looks_like_fence(text[start:start + 80]):
+            out.append(text[pos:start])
+            out.append("&lt;")
+            pos = m.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def fence(text: str, source: str) -> str:
-    """Wrap ``text`` as untrusted data. Fence tags inside the text are defused, so that
-    content cannot close the fence and speak as the runner."""
-    defused = re.sub(rf"<(/?\s*{FENCE_TAG})", r"&lt;\1", text, flags=re.I)
-    return (f'<{FENCE_TAG} source="{source}" trust="untrusted-data">\n{defused}\n'
+    """Wrap ``text`` as untrusted data. Fence tags inside the text (and look-alikes) are
+    defused, so that content cannot close the fence and speak as the runner."""
+    return (f'<{FENCE_TAG} source="{source}" trust="untrusted-data">\n{defuse(text)}\n'
             f"</{FENCE_TAG}>")
 
 
@@ -283,6 +334,9 @@ def bound(text: str, *, spill_dir: Path, name: str, repo: Path,
     file under ``spill_dir``; the note (None when nothing was cut) gives the path."""
     if len(text) <= limit:
         return text, None
+    from . import redact
+
+    text = redact.redact(text)
     spill_dir.mkdir(parents=True, exist_ok=True)
     path = spill_dir / f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)}-{uuid.uuid4().hex[:8]}.txt"
     path.write_text(text, encoding="utf-8")
@@ -302,9 +356,25 @@ def bound(text: str, *, spill_dir: Path, name: str, repo: Path,
 
 
 def _is_secret(rel: PurePosixPath) -> bool:
-    if any(part in PRIVATE_DIRS for part in rel.parts):
+    parts = [p.lower() for p in rel.parts]
+    if any(part in PRIVATE_DIRS for part in parts):
         return True
-    return any(fnmatch.fnmatch(rel.name, pat) for pat in SECRET_NAMES)
+    name = rel.name.lower()
+    if any(fnmatch.fnmatchcase(name, pat) for pat in SECRET_NAMES):
+        return True
+    return name == "config.json" and ".docker" in parts
+
+
+#: Content that marks a credential file whatever its name: a private key block, a cloud
+#: service-account key, a kubeconfig with credentials.
+_SECRET_CONTENT = re.compile(
+    rb"-----BEGIN[A-Z0-9 _-]{0,40}PRIVATE KEY|\"type\"\s*:\s*\"service_account\""
+    rb"|\"private_key(?:_id)?\"\s*:|^\s*client-key-data\s*:"
+    rb"|aws_secret_access_key\s*=", re.M | re.I)
+
+
+def _secret_content(head: bytes) -> bool:
+    return bool(_SECRET_CONTENT.search(head))
 
 
 def resolve_in_repo(root: Path, path: str, *, allow_dir: bool = False) -> Path:
@@ -547,6 +617,7 @@ class Toolbox:
         self.spill_dir = self.state_dir / "spill"
         self.calls: list[str] = []  # tools that ran (successfully or not), in order
         self.refused: list[str] = []  # tool calls refused before anything ran
+        self.redacted: Counter = Counter()  # placeholders in what the model was shown
         self._cache: dict[tuple, tuple[int, str, str]] = {}
         self.tools = {t.name: t for t in self._build()}
 
@@ -697,6 +768,7 @@ class Toolbox:
             log.debug("tool %s failed", name, exc_info=True)
             text, is_error = f"{name} failed: internal error: {type(exc).__name__}: {exc}", True
         self.calls.append(name)
+        text = self._redacted(text, repo=tool.source == "repo")
         if len(text) > self.limit:
             self.ensure_state_dir()
         shown, note = bound(text, spill_dir=self.spill_dir, name=name, repo=self.repo,
@@ -707,6 +779,19 @@ class Toolbox:
                 source = "traces"  # spilled or fetched toolkit output
             shown = fence(shown, source)
         return ToolResult(shown + (f"\n{note}" if note else ""), is_error=is_error)
+
+    def _redacted(self, text: str, *, repo: bool = False) -> str:
+        """Tool output as the model may see it: credentials redacted (the toolkit's own
+        output already is; files from the repository are here), counted for the review's
+        ``redacted`` field."""
+        from . import redact
+
+        text = redact.redact(text)
+        found = redact.count(text)
+        self.redacted.update(found)
+        if repo:
+            redact.note_output(text)
+        return text
 
     def _in_state_dir(self, path: str) -> bool:
         try:
@@ -819,6 +904,9 @@ class Toolbox:
             raise ToolError(f"cannot read {a['path']}: {exc.strerror}") from None
         if b"\x00" in head:
             raise ToolError(f"{a['path']} is a binary file")
+        if _secret_content(head):
+            raise Refused(f"path {a['path']!r} is refused: it holds credentials (a private key "
+                          "or a cloud service-account key)")
         offset, count = a.get("offset", 1), a.get("limit", 400)
         lines: list[str] = []
         total = 0
@@ -894,6 +982,9 @@ class Toolbox:
         text = a["markdown"]
         if not text.strip():
             raise ToolError("the review is empty")
+        from .review import with_redaction
+
+        text = with_redaction(text, self.redacted)
         self.review_path.parent.mkdir(parents=True, exist_ok=True)
         self.review_path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         rel = self.review_path.relative_to(self.repo).as_posix()
@@ -943,7 +1034,7 @@ def _grep(path: Path, rel: str, regex: re.Pattern) -> list[str]:
             data = fh.read()
     except OSError:
         return []
-    if b"\x00" in data[:8192]:
+    if b"\x00" in data[:8192] or _secret_content(data[:65536]):
         return []
     out = []
     for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
@@ -1005,7 +1096,8 @@ def deterministic_review(target: ReviewTarget, toolbox: Toolbox,
     created = iso_now() if target.path.is_file() and check(target.path) else None
     result = write_review(target.repo, stats, findings, branch=target.branch,
                           commit=target.commit, pr_number=target.pr_number,
-                          reviewer_model=reviewer_model, notes=notes or None, created=created)
+                          reviewer_model=reviewer_model, notes=notes or None, created=created,
+                          redaction_counts=dict(toolbox.redacted))
     path = Path(result["path"])
     return path, check(path)
 
@@ -1047,7 +1139,9 @@ class RunResult:
 
 
 def _stderr_progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from .redact import message
+
+    print(message(line), file=sys.stderr, flush=True)
 
 
 class _RetryLog(logging.Handler):
@@ -1144,8 +1238,10 @@ your next reply."""
 
     def _loop(self) -> RunResult:
         system = self.system_prompt()
+        from .redact import redact
+
         messages: list[dict] = [{"role": "user", "content": [{"type": "text",
-                                                              "text": self.kickoff()}]}]
+                                                              "text": redact(self.kickoff())}]}]
         while True:
             if self.budget.exhausted:
                 return self.finish_on_budget()

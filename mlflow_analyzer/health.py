@@ -10,10 +10,10 @@ from .stats import is_timeout, span_cost
 
 
 def _clip(text: str | None, n: int = 300) -> str | None:
-    if text is None:
-        return None
-    text = str(text)
-    return text if len(text) <= n else text[:n] + f"…[+{len(text) - n} chars]"
+    """Redacted, then shortened: a key is recognised before it is cut."""
+    from .redact import clip
+
+    return clip(text, n)
 
 
 def trace_health(trace: Trace, *, slowest: int = 5) -> dict[str, Any]:

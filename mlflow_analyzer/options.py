@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import redact
 from .errors import InputError, UsageError
 from .model import Trace
 from .sources import FileSource, Source, StoreQuery, open_store, parse_since
@@ -52,6 +53,18 @@ def add_source_options(p: argparse.ArgumentParser, *, files: bool = True) -> Non
     )
     g.add_argument("--max-traces", type=_positive_int, help="read at most N traces")
     g.add_argument("--since", help="only traces newer than this: 30m, 24h, 7d, or an ISO date")
+    add_redact_option(p)
+
+
+def add_redact_option(p: argparse.ArgumentParser) -> None:
+    """``--no-redact``: every command that prints trace or file content redacts credentials
+    by default (see mlflow_analyzer/redact.py)."""
+    p.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="print credentials found in traces as they are (default: API keys, tokens, "
+        "passwords and private keys become [REDACTED:type]; counts go to stderr)",
+    )
 
 
 def add_sample_option(p: argparse.ArgumentParser) -> None:
@@ -139,19 +152,86 @@ def open_source(args: argparse.Namespace, *, need_experiment: bool = True) -> So
     return opened(open_store(query))
 
 
+#: Lines of text output longer than this are clipped (a 100,000-character span name).
+MAX_TEXT_LINE = 1000
+#: Strings inside JSON output longer than this are clipped (commands with their own
+#: bound, such as extract --max-string, do not go through dump_json).
+MAX_JSON_STRING = 4000
+
+
+def safe_output(text: str) -> str:
+    """What leaves the process: credentials redacted; JSON with the characters json.dumps
+    leaves raw escaped; other text with control characters and ANSI escapes made visible
+    and over-long lines clipped."""
+    text = redact.redact(text)
+    if text.lstrip()[:1] in ("{", "["):
+        text = redact.json_safe(text)
+    else:
+        text = redact.terminal_safe(text)
+        if len(text) > MAX_TEXT_LINE:
+            text = "\n".join(
+                line if len(line) <= MAX_TEXT_LINE
+                else line[:MAX_TEXT_LINE] + f"…[+{len(line) - MAX_TEXT_LINE} chars]"
+                for line in text.split("\n")
+            )
+    return redact.note_output(text)
+
+
 def write_output(text: str, args: argparse.Namespace) -> None:
+    text = safe_output(text)
+    if not text.endswith("\n"):
+        text += "\n"
     out = getattr(args, "output", None)
-    if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    if out is not None:
+        path = write_file(out, text)
         print(json.dumps({"path": str(path), "bytes": path.stat().st_size}))
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text)
+
+
+def check_output_path(out: str, *, what: str = "--output") -> Path:
+    """A path a result can be written to, or a UsageError saying why not (before any
+    work is done)."""
+    if not out or not out.strip():
+        raise UsageError(f"{what} is empty: give a file path")
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{what} {out}: is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{what} {out}: {parent} is a file, not a folder")
+            break
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.parts):
+        raise UsageError(f"{what} {out[:80]}…: a file or folder name is longer than 255 bytes")
+    return path
+
+
+def write_file(out: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``out`` (folders created), turning OS errors into one line."""
+    path = check_output_path(str(out))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+    """JSON for output: credentials redacted, over-long strings clipped."""
+    return json.dumps(_bounded(redact.redact_value(obj)), indent=2, ensure_ascii=False, default=str)
+
+
+def _bounded(value: Any, limit: int = MAX_JSON_STRING) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"…[+{len(value) - limit} chars]"
+    if isinstance(value, dict):
+        return {k: _bounded(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v, limit) for v in value]
+    return value
 
 
 def spill_if_large(text: str, *, name: str, limit: int = DEFAULT_MAX_OUTPUT, summary: dict | None = None) -> str:
@@ -159,11 +239,15 @@ def spill_if_large(text: str, *, name: str, limit: int = DEFAULT_MAX_OUTPUT, sum
     short JSON note with the path, so that agent harnesses do not truncate it silently."""
     if len(text) <= limit:
         return text
+    text = redact.note_output(redact.redact(text))
     directory = Path(os.environ.get("MLFLOW_ANALYZER_SPILL_DIR") or tempfile.gettempdir()) / "mlflow-analyzer"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".out", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".out", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write the large result to {directory}: {exc.strerror or exc}") from None
     note = {
         "spilled_to": path,
         "bytes": len(text.encode("utf-8")),
@@ -175,7 +259,7 @@ def spill_if_large(text: str, *, name: str, limit: int = DEFAULT_MAX_OUTPUT, sum
 
 
 def warn(message: str) -> None:
-    print(f"mlflow-analyzer: warning: {message}", file=sys.stderr)
+    print(f"mlflow-analyzer: warning: {redact.message(message)}", file=sys.stderr)
 
 
 def add_trace_id_option(p: argparse.ArgumentParser, required: bool = False) -> None:

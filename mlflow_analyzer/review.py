@@ -412,6 +412,7 @@ def render_review(
     created: datetime | str | None = None,
     charts: dict[str, str] | None = None,
     checks: list[dict] | None = None,
+    redaction_counts: dict[str, int] | None = None,
 ) -> str:
     """The review markdown.
 
@@ -483,6 +484,38 @@ def render_review(
     lines += (recs if len(recs) == 1 else [f"{n}. {r}" for n, r in enumerate(recs, 1)]) + [""]
     if notes:
         lines += ["## Notes", ""] + _as_list(notes) + [""]
+    return with_redaction("\n".join(lines), redaction_counts)
+
+
+def with_redaction(text: str, counts: dict | None = None) -> str:
+    """The review with credentials redacted and the ``redacted`` frontmatter field set:
+    the placeholders in it by type, plus ``counts`` (what else a run redacted, such as
+    the tool results a headless model saw); ``null`` when redaction is off."""
+    from collections import Counter
+
+    from . import redact
+
+    if redact.enabled():
+        text = redact.redact(text)
+        total = redact.count(text)
+        for k, v in (counts or {}).items():
+            total[k] = max(total[k], int(v))
+        value = json.dumps(dict(sorted(total.items())))
+    else:
+        total, value = Counter(), "null"
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        return text
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+    if end is None:
+        return text
+    field = f"{S.REDACTED_FIELD}: {value}"
+    for i in range(1, end):
+        if re.match(rf"^{S.REDACTED_FIELD}\s*:", lines[i]):
+            lines[i] = field
+            break
+    else:
+        lines.insert(end, field)
     return "\n".join(lines)
 
 

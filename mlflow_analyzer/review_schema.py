@@ -132,6 +132,14 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
+#: Fields that may be present; checked when they are.
+REDACTED_FIELD = "redacted"
+OPTIONAL_FIELDS: tuple[Field, ...] = (
+    Field(REDACTED_FIELD, "counts|null",
+          "credentials replaced by `[REDACTED:type]`, by type (`{}`: none found; for a headless "
+          "review, in everything sent to the model too); `null` when written with `--no-redact`"),
+)
+
 # ---- paths ----------------------------------------------------------------------------
 
 REVIEWS_DIR = "reviews"

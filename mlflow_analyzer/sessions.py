@@ -15,7 +15,10 @@ def _clip(value: Any, limit: int) -> Any:
 
     if value is None:
         return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    from .redact import redact, redact_value
+
+    # Redacted before it is cut: half a key is not recognisable any more.
+    text = redact(value) if isinstance(value, str) else json.dumps(redact_value(value), ensure_ascii=False, default=str)
     if len(text) <= limit:
         return text
     cut = text.rfind(" ", 0, limit + 1)

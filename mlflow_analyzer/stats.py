@@ -89,7 +89,9 @@ def message_pattern(message: str | None, limit: int = 160) -> str:
     """
     if not message:
         return ""
-    text = provider_message(" ".join(str(message).split()))[:400]
+    from .redact import redact  # before anything lossy: a masked or cut key still leaks
+
+    text = provider_message(" ".join(redact(str(message)).split()))[:400]
     for rx, repl in _PATTERNS:
         text = rx.sub(repl, text)
     return clip(text, limit)
@@ -541,7 +543,9 @@ class StatsAccumulator:
         agg = self.errors.get(key)
         if agg is None:
             agg = self.errors[key] = _ErrorAgg(span.name, key[2], key[3], span.span_type)
-            agg.example_message = (span.error_message or span.status_message or "")[:300]
+            from .redact import clip
+
+            agg.example_message = clip(span.error_message or span.status_message or "", 300, marker=False)
         agg.count += 1
         agg.traces.add(trace.trace_id)
         agg.durations.append(span.duration_ms)

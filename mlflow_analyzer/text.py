@@ -13,7 +13,9 @@ def clip(text: str | None, limit: int) -> str:
     Longer text ends at the last sentence end, else the last space, before the limit, with
     an ellipsis; a cut never falls inside an inline code span (`...`) or a word.
     """
-    text = " ".join(str(text or "").split())
+    from .redact import redact  # before the cut: half a key is not recognisable any more
+
+    text = " ".join(redact(str(text or "")).split())
     if len(text) <= limit:
         return text
     room = max(1, limit - len(ELLIPSIS))

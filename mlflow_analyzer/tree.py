@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .model import Span, Trace
+from .redact import clip
 from .stats import span_cost
+
+MAX_NAME = 200  # characters of a span name shown in text
 
 
 def _money(x: float | None) -> str:
@@ -13,7 +16,7 @@ def _money(x: float | None) -> str:
 
 
 def span_label(span: Span, *, errors: bool = True) -> str:
-    parts = [f"{span.name} [{span.span_type}]", span.status, f"{span.duration_ms:,.1f}ms"]
+    parts = [f"{clip(span.name, MAX_NAME)} [{span.span_type}]", span.status, f"{span.duration_ms:,.1f}ms"]
     if span.children:
         parts.append(f"self {span.self_ms:,.1f}ms")
     if span.model:
@@ -33,8 +36,8 @@ def span_label(span: Span, *, errors: bool = True) -> str:
         parts.append("DUPLICATE-ID")
     text = "  ".join(parts)
     if errors and span.is_error:
-        msg = (span.error_message or span.status_message or "").replace("\n", " ")
-        text += f"  !! {span.error_type or 'Error'}: {msg[:160]}"
+        msg = clip((span.error_message or span.status_message or "").replace("\n", " "), 160)
+        text += f"  !! {clip(span.error_type or 'Error', 80)}: {msg}"
     return text
 
 

@@ -129,6 +129,12 @@ class _Validator:
                 self.add(line, f.name, f"'{f.name}' {error}, got {value!r}")
             elif f.const is not None and value != f.const:
                 self.add(line, f.name, f"'{f.name}' must be '{f.const}', got {value!r}")
+        for f in S.OPTIONAL_FIELDS:
+            if f.name in meta:
+                error = _type_error(f.kind, meta[f.name])
+                if error:
+                    self.add(self.field_lines.get(f.name, 1), f.name,
+                             f"'{f.name}' {error}, got {meta[f.name]!r}")
         status = meta.get("status")
         if isinstance(status, str) and status not in S.STATUSES:
             self.add(self.field_lines.get("status"), "status",
@@ -350,6 +356,12 @@ def _type_error(kind: str, value: Any) -> str | None:
         return None if is_int and value >= 0 else "must be an integer >= 0"
     if kind == "list":
         return None if isinstance(value, list) else "must be a list"
+    if kind == "counts":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items())
+        return None if ok else "must be a mapping of names to integers >= 0" + (
+            " or null" if nullable else "")
     if kind == "timestamp":
         if isinstance(value, datetime):
             return None

@@ -6,7 +6,6 @@ import argparse
 import json
 import re
 import time
-from pathlib import Path
 
 from ..options import add_source_options, add_trace_id_option, example_epilog, open_source
 
@@ -45,14 +44,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import redact
+    from ..options import check_output_path, write_file
+
     if args.trace_id:
         from ..options import one_trace
 
         raw, trace = one_trace(args)
         doc = raw if args.view == "raw" else trace.to_dict()
-        path = Path(args.output or f"traces/{_safe(args.trace_id)}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path = check_output_path(args.output or f"traces/{_safe(args.trace_id)}.json")
+        text = json.dumps(redact.redact_value(doc), indent=2, ensure_ascii=False) + "\n"
+        path = write_file(path, redact.note_output(text))
         print(
             json.dumps(
                 {
@@ -68,16 +70,21 @@ def run(args) -> int:
 
     source = open_source(args)
     exp = getattr(source, "experiment_id", None) or "files"
-    path = Path(args.output or f"traces/{_safe(str(exp))}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_path(args.output or f"traces/{_safe(str(exp))}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
     count = errors = spans = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for raw, trace in source.iter_pairs():
-            doc = raw if args.view == "raw" else trace.to_dict()
-            fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
-            count += 1
-            errors += trace.is_error
-            spans += len(trace.spans)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            for raw, trace in source.iter_pairs():
+                doc = raw if args.view == "raw" else trace.to_dict()
+                fh.write(redact.note_output(json.dumps(redact.redact_value(doc), ensure_ascii=False)) + "\n")
+                count += 1
+                errors += trace.is_error
+                spans += len(trace.spans)
+    except OSError as exc:
+        from ..errors import UsageError
+
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     if count == 0:
         path.unlink()
         from ..errors import InputError, NotFoundError

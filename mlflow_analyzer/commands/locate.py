@@ -63,7 +63,9 @@ def run(args) -> int:
         text = json.dumps(out, indent=2)
     else:
         text = render_text(result, resolved if args.span else None, repo)
-    sys.stdout.write(text + "\n")
+    from mlflow_analyzer.options import safe_output
+
+    sys.stdout.write(safe_output(text) + "\n")
     return 0
 
 

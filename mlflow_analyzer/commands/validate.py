@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -42,12 +41,13 @@ def run(args) -> int:
         raise InputError(f"no such review file: {args.file}")
     checker = store_trace_checker(args.tracking_uri) if args.tracking_uri else None
     problems = validate_review(args.file, trace_exists=checker)
+    from ..options import dump_json, safe_output
+
     if args.format == "json":
-        print(json.dumps({"file": args.file, "ok": not problems,
-                          "problems": [p.to_dict() for p in problems]}, indent=2))
+        print(safe_output(dump_json({"file": args.file, "ok": not problems,
+                                     "problems": [p.to_dict() for p in problems]})))
     elif problems:
-        for p in problems:
-            print(p.format(args.file))
+        print(safe_output("\n".join(p.format(args.file) for p in problems)))
     else:
-        print(f"ok: {args.file}")
+        print(safe_output(f"ok: {args.file}"))
     return 1 if problems else 0
