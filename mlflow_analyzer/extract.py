@@ -8,7 +8,11 @@ hex span ids, ``type``/``status``/``tokens``/``error`` per span, assessments alw
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+import json
+import os
+import re
+import sys
+from typing import Any, Iterator
 
 from .errors import UsageError
 
@@ -81,25 +85,184 @@ def recipe_help() -> str:
     return "\n".join(f"  {n:<{width}}  {d}" for n, (d, _) in RECIPES.items())
 
 
-def compile_program(program: str):
-    import jq
+#: Seconds a jq program may work on one trace without finishing it (an endless loop, a
+#: catastrophic regex); MLFLOW_ANALYZER_JQ_TIMEOUT overrides it.
+JQ_TIMEOUT = 10.0
+#: Seconds the child running jq may take to start and compile the program.
+JQ_STARTUP_TIMEOUT = 60.0
+#: Bytes of results a jq program may print in all (an unbounded generator).
+JQ_MAX_OUTPUT = 32_000_000
+#: Address space of the process running jq (a program building a huge value).
+JQ_MAX_MEMORY = 2 << 30
 
+# Builtins that reach outside the document: the environment, files (modules), the
+# program's own location. Refused before anything runs; the program also runs in a child
+# process with an empty environment, so $ENV would be {} anyway.
+_FORBIDDEN = re.compile(
+    r"\$(?:ENV|__loc__|__prog_args)\b"
+    r"|(?<![.\w$\"])(?:env|import|include|input_filename|get_search_list|modulemeta"
+    r"|get_prog_origin|get_jq_origin|halt_error|halt|debug|stderr|input_line_number)\b")
+
+_CHILD = r"""
+import json, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
+except Exception:
+    pass
+import jq
+out = sys.stdout
+def emit(x):
+    out.write(json.dumps(x, ensure_ascii=False, default=str))
+    out.write("\n")
+def first(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+try:
+    prog = jq.compile(sys.argv[1])
+except Exception as e:
+    emit(["x", first(e)]); out.flush(); sys.exit(0)
+emit(["c"]); out.flush()
+for line in sys.stdin:
+    tid, doc = json.loads(line)
+    n = 0
     try:
-        return jq.compile(program)
-    except ValueError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UsageError(f"jq program does not compile: {first}") from None
+        for r in prog.input_value(doc):
+            n += 1
+            emit(["r", r])
+            out.flush()
+    except MemoryError:
+        emit(["e", tid, "out of memory"]); out.flush(); sys.exit(0)
+    except Exception as e:
+        emit(["e", tid, first(e)]); out.flush(); sys.exit(0)
+    emit(["d", n]); out.flush()
+"""
 
 
-def run_program(compiled, docs: Iterable[tuple[str, Any]]) -> Iterator[Any]:
-    """Yield every output of the program over each (trace_id, document)."""
-    for trace_id, doc in docs:
+def check_program(program: str) -> None:
+    """Refuse jq programs that reach outside the trace document."""
+    m = _FORBIDDEN.search(program)
+    if m:
+        raise UsageError(f"jq program uses {m.group()!r}: programs see only the trace document "
+                         "(no environment, no modules or files)")
+
+
+def compile_program(program: str) -> str:
+    """The program, checked (it compiles in the sandbox that runs it)."""
+    if not isinstance(program, str) or not program.strip():
+        raise UsageError("the jq program is empty")
+    check_program(program)
+    return program
+
+
+class JqSandbox:
+    """A jq program run in a child process: an empty environment (``$ENV`` is ``{}``), no
+    working files, a memory cap, and a time limit per trace. Documents go in one at a
+    time; :meth:`run` yields the program's results for one of them.
+
+    A trace the program works on for ``timeout`` seconds without finishing it (an endless
+    loop, a catastrophic regex), or results past ``max_bytes``, stop it with one
+    UsageError; so does a jq error. Use it as a context manager (the child is killed on
+    exit)."""
+
+    def __init__(self, program: str, *, timeout: float | None = None, max_bytes: int = JQ_MAX_OUTPUT):
+        import queue
+        import subprocess
+        import tempfile
+        import threading
+
+        check_program(program)
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get("MLFLOW_ANALYZER_JQ_TIMEOUT") or JQ_TIMEOUT)
+            except ValueError:
+                timeout = JQ_TIMEOUT
+        self.timeout, self.max_bytes, self.size = timeout, max_bytes, 0
+        self._dir = tempfile.TemporaryDirectory(prefix="mlflow-analyzer-jq-")
         try:
-            results = compiled.input_value(doc).all()
-        except ValueError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise UsageError(f"jq failed on trace {trace_id}: {first}") from None
-        yield from results
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _CHILD, program, str(JQ_MAX_MEMORY)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                env={}, cwd=self._dir.name)
+        except OSError as exc:
+            self._dir.cleanup()
+            raise UsageError(f"cannot start jq: {exc.strerror or exc}") from None
+        self.lines: queue.Queue = queue.Queue(maxsize=1000)
+
+        def read() -> None:
+            try:
+                for line in self.proc.stdout:
+                    self.lines.put(line)
+            except (OSError, ValueError):
+                pass
+            finally:
+                self.lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        tag = self._next("compiling the program", JQ_STARTUP_TIMEOUT)
+        if tag is None:
+            raise UsageError("jq could not start (is the jq package installed?)")
+        if tag[0] == "x":
+            raise UsageError(f"jq program does not compile: {tag[1]}")
+
+    def _next(self, what: str, timeout: float | None = None):
+        """The child's next message, or None at its end; bounded by the time limit."""
+        import queue
+
+        timeout = timeout or self.timeout
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise UsageError(
+                f"jq program stopped: {what} took longer than {timeout:g} s (an endless "
+                "loop or a catastrophic regex?); simplify the program") from None
+        if line is None:
+            return None
+        self.size += len(line)
+        if self.size > self.max_bytes:
+            self.close()
+            raise UsageError(
+                f"jq program stopped: more than {self.max_bytes // 1_000_000} MB of results (an "
+                "unbounded generator?); narrow the program or lower --limit")
+        return json.loads(line)
+
+    def run(self, trace_id: str, doc: Any) -> Iterator[Any]:
+        """The results of the program on one document, as they come."""
+        data = (json.dumps([trace_id, doc], ensure_ascii=False, default=str) + "\n").encode(
+            "utf-8", "surrogatepass")
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the child ended: its last message says why
+        while True:
+            msg = self._next(f"trace {trace_id}")
+            if msg is None:
+                raise UsageError(f"jq stopped on trace {trace_id} (out of memory?)")
+            if msg[0] == "r":
+                yield msg[1]
+            elif msg[0] == "d":
+                return
+            elif msg[0] == "e":
+                raise UsageError(f"jq failed on trace {msg[1]}: {msg[2]}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for fh in (self.proc.stdin, self.proc.stdout):
+            try:
+                fh.close()
+            except (OSError, ValueError):
+                pass
+        self._dir.cleanup()
+
+    def __enter__(self) -> "JqSandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def clip_strings(value: Any, limit: int) -> Any:

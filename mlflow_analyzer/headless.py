@@ -93,7 +93,8 @@ SECRET_NAMES = (
     "*.tfvars", "*.tfvars.json", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
     "credentials", "credentials.*", "*credentials*.json", "*credentials*.y*ml",
     "application_default_credentials.json", "*service-account*.json", "*service_account*.json",
-    "*serviceaccount*.json", "*-sa-key*.json", "*.gcp.json", "secrets", "secrets.*", "secret.*",
+    "*serviceaccount*.json", "*-sa-key*.json", "*.gcp.json", "key.json", "*-key.json", "*_key.json",
+    "*.key.json", "keyfile.json", "secrets", "secrets.*", "secret.*",
     "*.secrets", "*.secret", "*-secrets.*", "*_secrets.*", "*.pem", "*.key", "*.p12", "*.pfx",
     "*.jks", "*.keystore", "*.p8", "*.ppk", "*.asc", "*.gpg", "*.kdbx",
     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.ovpn",
@@ -936,23 +937,25 @@ class Toolbox:
                 raise ToolError(f"bad regular expression: {exc}") from None
         glob, cap = a.get("glob"), a.get("max_results", 100)
         out: list[str] = []
-        scanned = 0
+        files: list[tuple[str, str]] = []
         truncated = False
         for rel, path in self._walk(base):
             if glob and not PurePosixPath(rel).match(glob):
                 continue
-            scanned += 1
-            if scanned > MAX_SEARCH_FILES:
+            if len(files) >= MAX_SEARCH_FILES:
                 truncated = True
                 break
-            if regex is None:
-                out.append(rel)
-            else:
-                out.extend(_grep(path, rel, regex))
-            if len(out) >= cap:
+            files.append((rel, str(path)))
+            if regex is None and len(files) >= cap:
+                truncated = True
+                break
+        if regex is None:
+            out = [rel for rel, _ in files]
+        else:
+            out = _grep_files(a["pattern"], files, cap + 1)
+            if len(out) > cap:
                 truncated = True
                 out = out[:cap]
-                break
         if not out:
             return "no matches" if regex is not None else "no files"
         tail = f"\n[stopped at {cap} results: narrow the pattern, glob or path]" if truncated else ""
@@ -1026,20 +1029,65 @@ def _compact_json(text: str, limit: int) -> str:
     return stripped
 
 
-def _grep(path: Path, rel: str, regex: re.Pattern) -> list[str]:
+#: Seconds a search_files regex may run in all (a catastrophic pattern is stopped).
+SEARCH_TIMEOUT = 10.0
+
+_GREP_CHILD = r"""
+import json, re, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))
+except Exception:
+    pass
+rx = re.compile(sys.argv[1])
+cap, max_bytes = int(sys.argv[2]), int(sys.argv[3])
+secret = re.compile(sys.argv[4].encode("latin-1"), re.M | re.I)
+n = 0
+for rel, path in json.load(sys.stdin):
     try:
-        if path.stat().st_size > MAX_SEARCH_FILE_BYTES:
-            return []
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(max_bytes + 1)
     except OSError:
-        return []
-    if b"\x00" in data[:8192] or _secret_content(data[:65536]):
-        return []
+        continue
+    if len(data) > max_bytes or b"\x00" in data[:8192] or secret.search(data[:65536]):
+        continue
+    for i, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if rx.search(line):
+            sys.stdout.write(json.dumps(f"{rel}:{i}: {line.strip()[:300]}") + "\n")
+            n += 1
+            if n >= cap:
+                sys.exit(0)
+"""
+
+
+def _grep_files(pattern: str, files: list[tuple[str, str]], cap: int,
+                timeout: float | None = None) -> list[str]:
+    """Lines matching ``pattern`` in ``files`` (at most ``cap``), searched in a child
+    process that is stopped after ``timeout`` seconds: Python's regex engine cannot be
+    interrupted, and a catastrophic pattern would hold the run."""
+    import subprocess
+
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("MLFLOW_ANALYZER_SEARCH_TIMEOUT") or SEARCH_TIMEOUT)
+        except ValueError:
+            timeout = SEARCH_TIMEOUT
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", _GREP_CHILD, pattern, str(cap), str(MAX_SEARCH_FILE_BYTES),
+             _SECRET_CONTENT.pattern.decode("latin-1")],
+            input=json.dumps(files), capture_output=True, text=True, timeout=timeout, env={})
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"search stopped after {timeout:g} s: the pattern is too slow (nested "
+                        "quantifiers such as (a+)+?); simplify it or narrow path/glob") from None
+    except OSError as exc:
+        raise ToolError(f"cannot search: {exc.strerror or exc}") from None
     out = []
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if regex.search(line):
-            out.append(f"{rel}:{n}: {line.strip()[:300]}")
+    for line in proc.stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
     return out
 
 
@@ -1238,7 +1286,7 @@ your next reply."""
 
     def _loop(self) -> RunResult:
         system = self.system_prompt()
-        from .redact import redact
+        from .redact import redact, redact_value
 
         messages: list[dict] = [{"role": "user", "content": [{"type": "text",
                                                               "text": redact(self.kickoff())}]}]
@@ -1248,12 +1296,14 @@ your next reply."""
             response = self.call_api(system, messages)
             self.budget.add(response.usage)
             blocks = [_block_dict(b) for b in response.content]
+            # What goes back to the API is redacted too, the model's own words included.
+            sent_back = [redact_value(b) for b in blocks]
             uses = [b for b in blocks if b.get("type") == "tool_use"]
             tools = ",".join(re.sub(r"[^\w.-]", "?", str(b.get("name")))[:40] for b in uses) or "-"
             self.progress(f"[turn {self.budget.turns}/{self.budget.turn_limit}] tokens "
                           f"{self.budget.tokens:,}/{self.budget.token_limit:,} tool={tools}"
                           + ("" if uses else f" stop={response.stop_reason}"))
-            messages.append({"role": "assistant", "content": blocks or [
+            messages.append({"role": "assistant", "content": sent_back or [
                 {"type": "text", "text": "(no content)"}]})
 
             if uses:

@@ -7,7 +7,16 @@ import json
 import sys
 
 from ..extract import RECIPE_SPANS, RECIPES, recipe_help
-from ..options import add_source_options, add_trace_id_option, example_epilog, positive_int, spill_if_large, write_output
+from ..options import (
+    add_source_options,
+    add_trace_id_option,
+    example_epilog,
+    non_negative_int,
+    positive_int,
+    safe_output,
+    spill_if_large,
+    write_output,
+)
 
 
 def register(sub) -> None:
@@ -41,18 +50,18 @@ def register(sub) -> None:
         help="the document jq sees (default: normalized; recipes always use normalized)",
     )
     p.add_argument("--limit", type=positive_int, default=50, help="at most N results (default 50)")
-    p.add_argument("--max-string", type=int, default=1000, help="clip strings longer than N characters (0: never)")
+    p.add_argument("--max-string", type=non_negative_int, default=1000, help="clip strings longer than N characters (0: never)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the results to FILE (JSONL)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..extract import clip_strings, compile_program, normalized_view, run_program
+    from ..extract import JqSandbox, clip_strings, compile_program, normalized_view
     from ..options import one_trace, open_source
 
     program = RECIPES[args.recipe][1] if args.recipe else args.program
     view = "normalized" if args.recipe else args.view
-    compiled = compile_program(program)
+    compile_program(program)  # refused before anything is read
 
     source = None
     if args.trace_id:
@@ -65,20 +74,22 @@ def run(args) -> int:
     # Traces are read and converted one at a time, and reading stops as soon as --limit
     # results are in: the total beyond the limit is not counted (that would mean reading
     # every trace of the experiment).
+    # The program runs in a sandbox (no environment, no files, time and output limits).
     lines: list[str] = []
     traces_seen = 0
     more = False
-    for raw, trace in pairs:
-        traces_seen += 1
-        tid = trace.trace_id
-        doc = raw if view == "raw" else normalized_view(trace)
-        for result in run_program(compiled, [(tid, doc)]):
+    with JqSandbox(program) as jq:
+        for raw, trace in pairs:
+            traces_seen += 1
+            tid = trace.trace_id
+            doc = raw if view == "raw" else normalized_view(trace)
+            for result in jq.run(tid, doc):
+                if len(lines) == args.limit:
+                    more = True
+                    break
+                lines.append(json.dumps(clip_strings(result, args.max_string), ensure_ascii=False, default=str))
             if len(lines) == args.limit:
-                more = True
                 break
-            lines.append(json.dumps(clip_strings(result, args.max_string), ensure_ascii=False, default=str))
-        if len(lines) == args.limit:
-            break
     if traces_seen == 0:
         from ..errors import NotFoundError
         from ..sources import check_count
@@ -99,5 +110,5 @@ def run(args) -> int:
     if args.output:
         write_output(text, args)
     elif text:
-        sys.stdout.write(spill_if_large(text, name="extract", summary={"results": len(lines), "traces": traces_seen}) + "\n")
+        sys.stdout.write(safe_output(spill_if_large(text, name="extract", summary={"results": len(lines), "traces": traces_seen})) + "\n")
     return 0
