@@ -55,6 +55,16 @@ LIGHT_BATCH = 500  # the light read holds less per trace
 INFO_BATCH = 1000  # trace records without spans
 API_PAGE = 200  # traces per page over the public API: 500 (the server maximum) was no faster end to end and held more memory
 
+#: Seconds one HTTP request to a tracking server may take, and retries of a failed one
+#: (MLFLOW_HTTP_REQUEST_TIMEOUT / MLFLOW_HTTP_REQUEST_MAX_RETRIES override them).
+HTTP_TIMEOUT = 20
+HTTP_RETRIES = 1
+#: Seconds the up-front probe of a tracking server waits for an answer.
+PROBE_TIMEOUT = 10
+#: Seconds to wait for a database server to accept a connection, and for a TCP read.
+SQL_CONNECT_TIMEOUT = 10
+SQL_READ_TIMEOUT = 60
+
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 API_SCHEMES = ("http", "https", "databricks", "databricks-uc", "file", "uc")
 
@@ -63,8 +73,12 @@ def quiet_mlflow_env() -> None:
     """Environment that keeps MLflow quiet and bounded when we import it."""
     os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    # Bounded waits: MLflow's defaults (7 retries, 120 s each, exponential backoff) hold a
+    # command for many minutes on a frozen or failing server.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
     os.environ.setdefault("MLFLOW_SEARCH_TRACES_MAX_THREADS", "8")
     import logging
 
@@ -429,9 +443,17 @@ class ApiSource(Source):
         self.query = query
         quiet_mlflow_env()
         _check_reachable(query.tracking_uri)
+        if scheme_of(query.tracking_uri) == "file":
+            # MLflow's file store creates its folder (and a default experiment) when missing.
+            path = re.sub(r"^file:(//)?", "", query.tracking_uri)
+            if not os.path.isdir(path):
+                raise SourceError(f"no file store at {path} (from {query.tracking_uri})")
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=query.tracking_uri)
+        try:
+            self.client = MlflowClient(tracking_uri=query.tracking_uri)
+        except Exception as exc:  # an unsupported or malformed URI, found by MLflow
+            raise _mlflow_error(exc, f"tracking URI {query.tracking_uri!r}") from None
         self.experiment_id = self._resolve_experiment() if (
             query.experiment_id or query.experiment_name
         ) else None
@@ -473,6 +495,8 @@ class ApiSource(Source):
         try:
             t = self.client.get_trace(trace_id, display=False)
         except Exception as exc:
+            if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+                raise NotFoundError(f"trace {trace_id} not found on {self.query.tracking_uri}") from None
             raise _mlflow_error(exc, f"trace {trace_id}") from None
         if t is None:
             raise NotFoundError(f"trace {trace_id} not found on {self.query.tracking_uri}")
@@ -517,21 +541,57 @@ def search_pages(client, experiment_id: str, q: StoreQuery, *, include_spans: bo
             return
 
 
-def _check_reachable(uri: str) -> None:
-    """Fail fast with one line when an HTTP tracking server is not listening."""
-    parsed = urlparse(uri)
+def _check_reachable(uri: str, *, timeout: float | None = None) -> None:
+    """Fail fast, with one line, when an HTTP tracking server is not listening, does not
+    answer (a frozen process accepts connections and never replies), or keeps failing
+    (5xx): one probe of ``/health``, retried once."""
+    try:
+        parsed = urlparse(uri)
+        port = parsed.port
+    except ValueError as exc:
+        raise UsageError(f"malformed tracking URI {uri!r}: {exc}") from None
     if parsed.scheme not in ("http", "https"):
         return
     if not parsed.hostname:
         raise UsageError(f"malformed tracking URI {uri!r}: no host")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
-        raise SourceError(
-            f"cannot reach the tracking server at {uri} ({exc.strerror or exc})"
-        ) from None
+    import time
+    import urllib.error
+    import urllib.request
+
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
+    port = port or (443 if parsed.scheme == "https" else 80)
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    url = f"{parsed.scheme}://{host}:{port}{parsed.path.rstrip('/')}/health"
+    status = None
+    for attempt in range(2):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return  # answering (a proxy asking for auth, no /health): MLflow's client takes over
+            status = f"HTTP {exc.code} {exc.reason}".strip()
+        except (TimeoutError, socket.timeout):
+            raise SourceError(
+                f"the tracking server at {uri} accepted the connection but did not answer "
+                f"within {timeout:g} s (frozen or overloaded?)") from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                raise SourceError(
+                    f"the tracking server at {uri} did not answer within {timeout:g} s") from None
+            if isinstance(reason, OSError) and not isinstance(reason, ConnectionError) and (
+                "ssl" in type(reason).__module__.lower() or "certificate" in str(reason).lower()):
+                return  # TLS set up for MLflow's client (custom CA, insecure): let it decide
+            raise SourceError(
+                f"cannot reach the tracking server at {uri} "
+                f"({getattr(reason, 'strerror', None) or reason})") from None
+        except (ConnectionError, OSError) as exc:
+            raise SourceError(
+                f"cannot reach the tracking server at {uri} ({exc.strerror or exc})") from None
+        if attempt == 0:
+            time.sleep(1.0)
+    raise SourceError(f"the tracking server at {uri} keeps failing ({status}); try again later")
 
 
 class SqlStoreSource(Source):
@@ -548,6 +608,7 @@ class SqlStoreSource(Source):
         self.dialect = scheme_of(query.tracking_uri)
         self._engine = None
         self._conn = None
+        self._mlflow_store = None
         if self.dialect == "sqlite":
             self._sqlite_uri = _sqlite_ro_uri(query.tracking_uri)
         else:
@@ -588,6 +649,7 @@ class SqlStoreSource(Source):
         state = dict(self.__dict__)
         state["_conn"] = None
         state["_engine"] = None
+        state["_mlflow_store"] = None
         return state
 
     def _rows(self, sql: str, params: dict | None = None, expand: tuple[str, ...] = ()):
@@ -713,17 +775,49 @@ class SqlStoreSource(Source):
         return [r[0] for r in self._rows(sql, params)]
 
     def _filtered_ids(self) -> list[str]:
-        """Let MLflow evaluate its own filter grammar; we only take the ids."""
+        """Let MLflow evaluate its own filter grammar (its SQL store's filter parsing and
+        query building) on our read-only engine; we only take the ids."""
         q = self.query
-        quiet_mlflow_env()
-        from mlflow import MlflowClient
+        store = self.mlflow_store()
+        ids: list[str] = []
+        token = None
+        while True:
+            want = 5000 if q.max_traces is None else min(5000, q.max_traces - len(ids))
+            if want <= 0:
+                break
+            try:
+                infos, token = store.search_traces(
+                    locations=[self.experiment_id], filter_string=q.mlflow_filter(),
+                    max_results=want, order_by=q.order_by or ["timestamp_ms DESC"], page_token=token)
+            except Exception as exc:
+                raise _mlflow_error(exc, f"filter {q.filter_string!r}") from None
+            ids.extend(t.trace_id for t in infos)
+            if not token or not infos:
+                break
+        return ids
 
-        client = MlflowClient(tracking_uri=q.tracking_uri)
-        pages = search_pages(client, self.experiment_id, q, include_spans=False, page_size=5000)
-        return [t.info.trace_id for t in pages]
+    def mlflow_store(self):
+        """MLflow's own SqlAlchemyStore over this source's read-only engine, built without
+        its constructor: the constructor creates or migrates the schema, and opens the
+        database read-write (closing that connection checkpoints a WAL database)."""
+        if self._mlflow_store is None:
+            quiet_mlflow_env()
+            import sqlalchemy.orm
+            from mlflow.store.db import utils as db_utils
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+            from mlflow.utils.uri import extract_db_type_from_uri
 
-    # -- reading
-    ID_PAGES = (50, 450, 4500)  # then the rest: a reader who stops early asks for few ids
+            store = SqlAlchemyStore.__new__(SqlAlchemyStore)
+            store._async_logging_queue = None
+            store.db_uri = self.query.tracking_uri
+            store.db_type = extract_db_type_from_uri(self.query.tracking_uri)
+            store.artifact_root_uri = None
+            store.engine = self.engine
+            store.read_engine = None
+            store.ManagedSessionMaker = db_utils._get_managed_session_maker(
+                sqlalchemy.orm.sessionmaker(bind=self.engine), store.db_type)
+            self._mlflow_store = store
+        return self._mlflow_store
 
     def entries(self, *, having: str | None = None) -> Iterator[tuple[str, Any]]:
         """Traces as MLflow's JSON in reading order. Ids come in growing pages and the first
@@ -974,13 +1068,22 @@ class SqlStoreSource(Source):
             )
 
     def _via_api(self, trace_id: str) -> dict | None:
-        quiet_mlflow_env()
-        from mlflow import MlflowClient
-
+        """A trace whose spans are in the artifact store: MLflow's tracing client over the
+        read-only store (never a client that opens the database itself)."""
         try:
-            return MlflowClient(tracking_uri=self.query.tracking_uri).get_trace(
-                trace_id, display=False
-            ).to_dict()
+            from mlflow.tracing.client import TracingClient
+
+            store = self.mlflow_store()
+
+            class ReadOnlyTracingClient(TracingClient):
+                def __init__(self, uri):  # no store lookup: ours is given
+                    self.tracking_uri = uri
+
+                @property
+                def store(self):
+                    return store
+
+            return ReadOnlyTracingClient(self.query.tracking_uri).get_trace(trace_id).to_dict()
         except Exception:
             self.warnings.append(f"{trace_id}: spans are in the artifact store and could not be read")
             return None
@@ -1075,6 +1178,8 @@ def _iso(ms: Any) -> str:
 
 def _sqlite_ro_uri(uri: str) -> str:
     """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` -> a read-only SQLite URI."""
+    if "://" not in uri:
+        raise UsageError(f"malformed SQLite URI {uri!r}: use sqlite:///relative.db or sqlite:////abs/path.db")
     # sqlite:///relative.db and sqlite:////absolute/path.db: drop the URI's own slash.
     path = uri.split("://", 1)[1].split("?", 1)[0]
     path = path[1:] if path.startswith("/") else path
@@ -1088,7 +1193,9 @@ def _sqlite_ro_uri(uri: str) -> str:
 
 
 def _engine(uri: str):
-    """A read-only SQLAlchemy engine. SQLite files open in mode=ro: nothing can be written."""
+    """A read-only SQLAlchemy engine. SQLite files open in mode=ro (nothing can be
+    written, and a WAL database is never checkpointed); server databases get read-only
+    sessions and connect/read timeouts."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -1101,7 +1208,7 @@ def _engine(uri: str):
             "sqlite://", creator=lambda: sqlite3.connect(ro, uri=True), poolclass=NullPool
         )
     try:
-        return create_engine(uri, poolclass=NullPool)
+        engine = create_engine(uri, poolclass=NullPool, connect_args=_connect_args(uri))
     except ImportError as exc:
         raise SourceError(
             f"the database driver for {uri.split('://', 1)[0]} is not installed ({exc}); install it "
@@ -1110,6 +1217,48 @@ def _engine(uri: str):
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise UsageError(f"malformed tracking URI {uri!r}: {first}") from None
+    _read_only_sessions(engine)
+    return engine
+
+
+def _driver(uri: str) -> str:
+    scheme = uri.split("://", 1)[0].lower()
+    return scheme.split("+", 1)[1] if "+" in scheme else ""
+
+
+def _connect_args(uri: str) -> dict:
+    """Timeouts for the DBAPI driver in use (unknown arguments would fail the connect)."""
+    scheme, driver = scheme_of(uri), _driver(uri)
+    if scheme == "postgresql" and driver in ("", "psycopg2", "psycopg"):
+        return {"connect_timeout": SQL_CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 10,
+                "keepalives_interval": 5, "keepalives_count": 3}
+    if scheme == "mysql" and driver in ("", "mysqldb", "pymysql"):
+        return {"connect_timeout": SQL_CONNECT_TIMEOUT, "read_timeout": SQL_READ_TIMEOUT,
+                "write_timeout": SQL_READ_TIMEOUT}
+    return {}
+
+
+def _read_only_sessions(engine) -> None:
+    """Every connection of a server database starts read-only transactions."""
+    from sqlalchemy import event
+
+    name = engine.dialect.name
+    statement = {"postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                 "mysql": "SET SESSION TRANSACTION READ ONLY"}.get(name)
+    if statement is None:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_conn, _record):  # pragma: no cover - needs a server
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(statement)
+        finally:
+            cur.close()
+        try:
+            dbapi_conn.commit()
+        except Exception:
+            pass
 
 
 # --- the light read's SQL, per dialect ----------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import review_schema as S
-from .errors import SourceError
+from .errors import NotFoundError, SourceError
 
 TraceExists = Callable[[list], set]
 
@@ -377,44 +377,37 @@ def _type_error(kind: str, value: Any) -> str | None:
 
 
 def store_trace_checker(tracking_uri: str) -> TraceExists:
-    """A ``trace_exists`` over a tracking store: ``MlflowClient.get_trace`` per id.
+    """A ``trace_exists`` over a tracking store, read-only.
 
-    Read-only: a ``sqlite:///`` URI whose file does not exist is refused (MLflow would
-    create it). A "not found" or "invalid id" answer counts as missing; any other store
-    failure raises :class:`SourceError`, since nothing can then be said.
+    The store is opened by :mod:`mlflow_analyzer.sources` (SQL stores through a read-only
+    connection: a file that is not an MLflow store is refused, nothing is initialized or
+    migrated, a WAL database is not checkpointed); SQL stores and tracking servers answer
+    with one read of trace rows for all the ids. A "not found" or "invalid id" answer counts
+    as missing; any other store failure raises :class:`SourceError`, since nothing can then
+    be said.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        db = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
-        if db and db != ":memory:" and not os.path.exists(db):
-            raise SourceError(f"no SQLite tracking store at {db}")
     from .sources import SQL_SCHEMES, StoreQuery, open_store, scheme_of
 
-    if scheme_of(tracking_uri) in SQL_SCHEMES + ("http", "https"):
-        # SQL stores and tracking servers: one read of trace rows for all the ids, without
-        # importing MLflow (seconds) or loading each trace's spans.
-        opened: list = []
+    opened: list = []
 
-        def exists_in_store(ids: list) -> set:
-            if not opened:
-                opened.append(open_store(StoreQuery(tracking_uri=tracking_uri)))
-            return opened[0].existing_trace_ids(list(ids))
+    def source():
+        if not opened:
+            opened.append(open_store(StoreQuery(tracking_uri=tracking_uri)))
+        return opened[0]
 
-        return exists_in_store
+    if scheme_of(tracking_uri) in SQL_SCHEMES:
+        source()  # a bad store (missing, not MLflow's) fails now, in one line
 
     def trace_exists(ids: list) -> set:
-        os.environ.setdefault("MLFLOW_DISABLE_AGENT_HINT", "1")
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        client = MlflowClient(tracking_uri=tracking_uri)
+        src = source()
+        if hasattr(src, "existing_trace_ids"):
+            return src.existing_trace_ids(list(ids))
         found = set()
         for tid in ids:
             try:
-                client.get_trace(tid)
-            except MlflowException as exc:
-                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                    continue
-                raise SourceError(f"cannot read trace {tid} from {tracking_uri}: {exc}") from None
+                src.get_raw(tid)
+            except NotFoundError:
+                continue
             found.add(tid)
         return found
 
