@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    empty = _empty_option(parser, args)
+    if empty:
+        print(f"{PROG} {args.command}: error: {empty} is empty: give a value", file=sys.stderr)
+        return 2
     _depth[0] += 1
     outer = _depth[0] == 1
     saved = redact.enabled()
@@ -94,6 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         if outer:
             redact.print_summary(sys.stderr)
         redact.set_enabled(saved)
+
+
+def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first option given an empty (or blank) value, as the user wrote it; an empty
+    value is never what was meant (an unset shell variable) and would silently mean
+    'not given'."""
+    sub = None
+    for action in parser._actions:  # argparse keeps the sub-parsers here
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(args.command)
+    for action in (sub._actions if sub else []):
+        value = getattr(args, action.dest, None)
+        if isinstance(value, list) and action.nargs is None and not isinstance(
+                action, (argparse._AppendAction, argparse._ExtendAction)):
+            return max(action.option_strings, key=len)  # "--opt=--": argparse drops the value
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            if action.option_strings:
+                return max(action.option_strings, key=len)
+            return action.metavar or action.dest
+    return None
 
 
 def _run(args) -> int:

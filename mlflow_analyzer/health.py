@@ -126,6 +126,9 @@ def _assessment(a) -> dict[str, Any]:
 
 
 def format_health(h: dict[str, Any]) -> str:
+    from .redact import redact_value
+
+    h = redact_value(h)  # before any clipping: half a key still leaks
     lines = [
         f"{h['trace_id']}  {h['state']}  {h['duration_ms']:,.0f}ms  {h['span_count']} spans"
         if h["duration_ms"] is not None

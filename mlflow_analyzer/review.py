@@ -539,6 +539,10 @@ def write_review(
     replaced but keeps its ``created`` time. Returns ``{"path", "charts",
     "findings_count"}`` with absolute paths.
     """
+    from .redact import redact_value
+
+    # Before charts and rendering clip names and messages: half a key still leaks.
+    stats, findings = redact_value(stats), redact_value(findings)
     commit = str(commit).strip().lower()
     path = Path(root).resolve() / S.review_relpath(branch, commit)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -262,6 +262,9 @@ def session_list(agg: dict[str, dict], without: int, *, limit: int = 50,
 
 
 def format_session(s: dict[str, Any]) -> str:
+    from .redact import redact_value
+
+    s = redact_value(s)  # before any clipping: half a key still leaks
     sm = s["summary"]
     lines = [
         f"session {s['session_id']}  user {s['user_id']}  {sm['turns']} turns  {sm['error_turns']} failed  "

@@ -819,6 +819,9 @@ class SqlStoreSource(Source):
             self._mlflow_store = store
         return self._mlflow_store
 
+    # -- reading
+    ID_PAGES = (50, 450, 4500)  # then the rest: a reader who stops early asks for few ids
+
     def entries(self, *, having: str | None = None) -> Iterator[tuple[str, Any]]:
         """Traces as MLflow's JSON in reading order. Ids come in growing pages and the first
         batches are small, so that a reader who stops early (extract --limit) reads little;

@@ -792,6 +792,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def format_text(stats: dict[str, Any], *, limit: int = 20) -> str:
+    from .redact import redact_value
+
+    stats = redact_value(stats)  # before any clipping: half a key still leaks
     lat, ok = stats["latency_ms"], stats["ok_latency_ms"]
     cost = stats.get("cost_usd")
     lines = [

@@ -94,7 +94,7 @@ def render_tree(
             tail = kids[len(kids) - tail_n :]
             cut = kids[len(head) : len(kids) - tail_n]
             todo.extend((c, child_prefix, False, False) for c in head)
-            names = sorted({c.name for c in cut})
+            names = sorted({clip(c.name, 60) for c in cut})
             todo.append(
                 child_prefix
                 + f"├─ … {len(cut)} sibling span(s) elided ({', '.join(names[:5])}"
@@ -136,7 +136,7 @@ def render_timeline(trace: Trace, *, width: int = 60, max_spans: int = 80, name_
         b = min(b, width)
         ch = "!" if s.is_error else "#" if s.is_llm else "="
         bar = " " * a + ch * (b - a) + " " * (width - b)
-        label = ("  " * min(s.depth, 8) + s.name)[:name_width]
+        label = clip("  " * min(s.depth, 8) + s.name, name_width, marker=False)
         lines.append(f"{label:{name_width}} |{bar}| {s.duration_ms:,.0f}ms" + ("  ERROR" if s.is_error else ""))
     if len(spans) > max_spans:
         lines.append(f"… {len(spans) - max_spans} more span(s) (--max-spans)")

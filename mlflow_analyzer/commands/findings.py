@@ -133,6 +133,9 @@ def _merge(regressions: list[dict], findings: list[dict]) -> list[dict]:
 
 
 def format_findings(result: dict) -> str:
+    from ..redact import redact_value
+
+    result = redact_value(result)  # before any clipping: half a key still leaks
     s = result["stats"]
     lines = [
         f"{s['trace_count']:,} traces, {s['error_rate'] * 100:.1f}% errors, p95 "

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError, UsageError
-from ..options import add_source_options
+from ..options import add_source_options, positive_int
 
 
 def register(sub) -> None:
@@ -44,7 +44,7 @@ def register(sub) -> None:
                    help="git checkout giving branch, commit, the output root and code locations (default: .)")
     p.add_argument("--branch", help="branch name (default: from git)")
     p.add_argument("--commit", help="commit, 7-40 hex digits (default: short HEAD from git)")
-    p.add_argument("--pr", type=int, metavar="N", help="pull request number")
+    p.add_argument("--pr", type=positive_int, metavar="N", help="pull request number")
     p.add_argument("--model", metavar="M", help="reviewer_model to record")
     p.add_argument("--scope", help="what was analyzed, for the title (default: branch @ commit)")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AnalyzerError, UsageError
-from ..options import add_source_options, positive_int
+from ..options import add_source_options, non_negative_int, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -66,11 +66,11 @@ def register(sub) -> None:
                    help="override the agent file's turn budget")
     g.add_argument("--token-budget", type=positive_int, metavar="N",
                    help="override the agent file's token budget (input+output+cache tokens)")
-    g.add_argument("--max-repairs", type=int, default=3, metavar="N",
+    g.add_argument("--max-repairs", type=non_negative_int, default=3, metavar="N",
                    help="times a failing review goes back to the model (default 3)")
-    g.add_argument("--max-retries", type=int, default=4, metavar="N",
+    g.add_argument("--max-retries", type=non_negative_int, default=4, metavar="N",
                    help="client retries of 429/529/5xx/timeouts, with backoff (default 4)")
-    g.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+    g.add_argument("--timeout", type=positive_float, default=300.0, metavar="SECONDS",
                    help="timeout of one API request (default 300)")
     g = p.add_argument_group("modes")
     g.add_argument("--no-llm", action="store_true",

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_output_options, add_sample_option, add_source_options, dump_json, example_epilog, open_source, write_output
+from ..options import (
+    add_output_options,
+    add_sample_option,
+    add_source_options,
+    dump_json,
+    example_epilog,
+    open_source,
+    positive_int,
+    write_output,
+)
 
 
 def register(sub) -> None:
@@ -32,7 +41,7 @@ def register(sub) -> None:
         metavar="KEY",
         help="break every figure down by tag.KEY, metadata.KEY, span_type, model, session, user, branch, state or name",
     )
-    p.add_argument("--limit", type=int, default=20, help="rows per table in text output (default 20)")
+    p.add_argument("--limit", type=positive_int, default=20, help="rows per table in text output (default 20)")
     add_output_options(p)
     p.set_defaults(func=run)
 
