@@ -115,6 +115,11 @@ def test_vendored_rules_name_their_source_and_licence():
     assert info["license"] == "MIT" and re.match(r"\d{4}-\d\d-\d\d", info["date"]) and info["rules"] > 100
     doc = json.loads(R.RULES_FILE.read_text())
     assert "Permission is hereby granted" in doc["license_text"]
+    for rule in doc["rules"]:  # compiled lazily at run time: every one must compile
+        re.compile(rule["regex"])
+        for allow in rule.get("allow", []):
+            for rx in allow.get("regexes", []):
+                re.compile(rx)
 
 
 def test_gitleaks_rules_catch_formats_we_did_not_write():

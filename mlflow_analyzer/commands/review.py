@@ -169,10 +169,14 @@ def _finish(result, repo: Path) -> int:
     summary = result.to_dict(repo)
     print(json.dumps(summary))
     if result.problems:
+        from ..redact import message
+
         for p in result.problems:
-            print(p.format(summary["path"]), file=sys.stderr)
+            print(message(p.format(summary["path"])), file=sys.stderr)
         raise AnalyzerError(f"the review at {summary['path']} fails validation "
                             f"({len(result.problems)} problem(s))")
     if result.reason:
-        print(f"mlflow-analyzer: warning: {result.reason}", file=sys.stderr)
+        from ..redact import message
+
+        print(f"mlflow-analyzer: warning: {message(result.reason)}", file=sys.stderr)
     return 0
