@@ -176,7 +176,9 @@ def test_no_planted_secret_in_any_output(planted, tmp_path):
     failures = []
     for argv in _commands(planted, tmp_path):
         r = cli(*argv)
-        assert r.returncode == 0, (argv, r.stderr[-1500:])
+        # A recipe whose span type the store lacks ends in one line ("no traces"), not output.
+        ok = r.returncode == 0 or (argv[0] == "extract" and len(r.stderr.strip().splitlines()) == 1)
+        assert ok, (argv, r.stderr[-1500:])
         found = leaks(r.stdout + r.stderr)
         if found:
             failures.append((argv[:2], found))
