@@ -30,3 +30,14 @@ def trace_store(tmp_path_factory):
     from builders import TraceStore
 
     return TraceStore(tmp_path_factory.mktemp("traces") / "traces.db")
+
+
+@pytest.fixture(scope="session")
+def realworld_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 receiving OTLP from the OpenTelemetry corpora
+    (tests/test_realworld_otel_*.py, tests/realworld.py)."""
+    from realworld import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("realworld-server")).start()
+    yield server
+    server.stop()
