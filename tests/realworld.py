@@ -501,13 +501,32 @@ def pytest_approx(value, **kw):
     return pytest.approx(value, **kw)
 
 
+# The finding kinds (the findings JSON's ``kind``) that report each planted problem kind
+FINDING_KINDS = {
+    "rate_limit_errors": {"rate_limit"},
+    "app_retry_of_rate_limited_call": {"retries", "retries_exhausted"},
+    "langchain_retry": {"retries", "retries_exhausted"},
+    "tool_raises": {"validation_error", "error"},
+    "overloaded_exhausted": {"upstream_unavailable", "overloaded", "error"},
+    "dominant_sequential_tool": {"slow_span"},
+    "bimodal_retriever": {"slow_span", "tail_latency"},
+    "duplicate_identical_calls": {"redundant_calls"},
+    "growing_prompt": {"growing_prompt"},
+    "expensive_model_tiny_task": {"expensive_model_simple_task"},
+    "missing_usage": {"llm_without_usage"},
+}
+
+
 def matches(problem: dict, finding: dict) -> bool:
     """A finding reports a planted problem: same category, the problem's span named first
-    (the span the finding is about), and for errors the exception type."""
+    (the span the finding is about), the right finding kind, and for errors the exception type."""
     if finding["category"] != problem["category"] or problem["span"] not in finding["span_names"][:1]:
         return False
-    signal = problem.get("signal")
-    if signal:
+    if "kind" in finding:
+        if finding["kind"] not in FINDING_KINDS[problem["kind"]]:
+            return False
+    elif problem.get("signal"):
+        signal = problem["signal"]
         import re
 
         if not re.search(signal, " ".join([finding["title"], finding["issue"]]), re.I):

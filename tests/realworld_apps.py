@@ -12,6 +12,16 @@ Corpora:
 
 Everything is scripted: the fake model server decides each answer from the request (the
 order number in the user's question selects planted faults), the tools sleep a fixed time.
+
+What each layer records (the ground truth counts HTTP requests; the tests map them):
+- an SDK's own retries (openai/anthropic ``max_retries``, x-stainless-retry-count > 0) are
+  invisible: autolog and both OTel instrumentors write one span per ``create()`` call, OK
+  when a retry succeeded, ERROR only when the SDK gave up;
+- the app's own retry loop around ``create()`` gives one sibling span per attempt;
+- LangChain's ``with_retry`` (SDK retries off) gives a CHAIN span named after the model
+  (``ChatOpenAI``) with one CHAT_MODEL ``ChatOpenAI`` span per attempt;
+- sessions: MLflow metadata ``mlflow.trace.session`` (autolog), LangGraph ``thread_id``,
+  ``gen_ai.conversation.id`` on the agent span (GenAI), ``using_session`` (OpenInference).
 """
 
 from __future__ import annotations

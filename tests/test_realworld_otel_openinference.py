@@ -18,6 +18,7 @@ KNOWN_GAPS = {
     "duplicate_identical_calls": "issue 9 item 5: the duplicate finding names the wrapper, not the LLM call",
     "growing_prompt": "issue 9 item 6: growth is judged against an absolute token floor",
     "health_failed_calls_without_usage": "issue 9 item 8: health counts failed LLM calls as lacking usage",
+    "otel_only_sessions": "issue 9 item 7: session.id / gen_ai.conversation.id are not read from files",
 }
 KNOWN_CONTRADICTIONS = {
     "duplicate_names_a_wrapper": "issue 9 item 5: duplicate calls are reported on the wrapper span",
