@@ -33,11 +33,25 @@ def trace_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def realworld_server(tmp_path_factory):
+def realworld_server(tmp_path_factory, request):
     """A real `mlflow server` on 127.0.0.1 receiving OTLP from the OpenTelemetry corpora
     (tests/test_realworld_otel_*.py, tests/realworld.py)."""
-    from realworld import MlflowServer
+    from realworld import OTLP_CORPORA, MlflowServer, start_builds
 
     server = MlflowServer(tmp_path_factory.mktemp("realworld-server")).start()
+    wanted = getattr(request.config, "_realworld_corpora", set()) & OTLP_CORPORA
+    start_builds(tmp_path_factory.getbasetemp(), sorted(wanted), server_url=server.url)
     yield server
     server.stop()
+
+
+def pytest_collection_finish(session):
+    """Start the real-instrumentation corpora of the collected tests/test_realworld_*.py
+    side by side, early (tests/realworld.py): their apps mostly wait on scripted latencies."""
+    from realworld import MODULE_CORPORA, OTLP_CORPORA, start_builds
+
+    wanted = {MODULE_CORPORA[m] for m in {item.module.__name__ for item in session.items if hasattr(item, "module")}
+              if m in MODULE_CORPORA}
+    session.config._realworld_corpora = wanted
+    if wanted - OTLP_CORPORA:
+        start_builds(session.config._tmp_path_factory.getbasetemp(), sorted(wanted - OTLP_CORPORA))
