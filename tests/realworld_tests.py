@@ -63,6 +63,13 @@ def planted(kinds: list[str], known_gaps: dict[str, str]) -> list:
             for k in kinds]
 
 
+def expect_gap(request, known_gaps: dict, key: str) -> None:
+    """Mark this test an expected failure when ``key`` is a known gap of the module (the
+    test still runs: a fix shows as XPASS)."""
+    if key in known_gaps:
+        request.node.add_marker(pytest.mark.xfail(reason=known_gaps[key], strict=False))
+
+
 @pytest.fixture(scope="module")
 def kinds(request):
     return request.module.KINDS
@@ -100,11 +107,10 @@ def test_span_rows_exact(corpus, traces, stats):
     check_span_rows(traces, stats, sorted(n for n, ts in by_type.items() if len(ts) == 1))
 
 
-def test_same_name_spans_are_separate_rows(traces, stats, known_gaps):
+def test_same_name_spans_are_separate_rows(request, traces, stats, known_gaps):
     """Spans sharing a name but not a type (LangChain's retry wrapper and the model call it
     wraps are both `ChatOpenAI`) are separate rows with their own counts."""
-    if "same_name_rows" in known_gaps:
-        pytest.xfail(known_gaps["same_name_rows"])
+    expect_gap(request, known_gaps, "same_name_rows")
     import numpy as np
 
     groups: dict[tuple, list] = {}
@@ -179,9 +185,8 @@ def test_sessions_rebuilt(corpus):
     assert len(out["turns"]) == sum(1 for t in corpus["turns"] if t["session"] == session)
 
 
-def test_health_counts_llm_spans_without_usage(corpus, traces, known_gaps):
-    if "health_failed_calls_without_usage" in known_gaps:
-        pytest.xfail(known_gaps["health_failed_calls_without_usage"])
+def test_health_counts_llm_spans_without_usage(request, corpus, traces, known_gaps):
+    expect_gap(request, known_gaps, "health_failed_calls_without_usage")
     """A failed LLM call has no usage because it has no answer: it is not an
     instrumentation gap. On the failed turn no answer lacked usage."""
     failed = next(t for t in traces if trace_state(t) == "ERROR")
@@ -242,18 +247,16 @@ def otel_only(exported):
     return path
 
 
-def test_otel_only_files_count_llm_calls_and_tokens(corpus, otel_only, known_gaps):
-    if "otel_only_llm_calls" in known_gaps:
-        pytest.xfail(known_gaps["otel_only_llm_calls"])
+def test_otel_only_files_count_llm_calls_and_tokens(request, corpus, otel_only, known_gaps):
+    expect_gap(request, known_gaps, "otel_only_llm_calls")
     s = cli_json("stats", str(otel_only), "--format", "json")
     truth = corpus["truth"]["total"]
     assert s["tokens"]["input"] == truth["input_tokens"] and s["tokens"]["output"] == truth["output_tokens"]
     assert sum(r["count"] for r in s["spans"] if r["type"] in ("LLM", "CHAT_MODEL")) == truth["calls"]
 
 
-def test_otel_only_files_find_sessions(corpus, otel_only, known_gaps):
-    if "otel_only_sessions" in known_gaps:
-        pytest.xfail(known_gaps["otel_only_sessions"])
+def test_otel_only_files_find_sessions(request, corpus, otel_only, known_gaps):
+    expect_gap(request, known_gaps, "otel_only_sessions")
     s = cli_json("stats", str(otel_only), "--format", "json")
     assert s["sessions"]["count"] == len(corpus["sessions"])
     listed = json.dumps(cli_json("session", str(otel_only), "--list"))

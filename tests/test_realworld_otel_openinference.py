@@ -13,17 +13,10 @@ from realworld_tests import otel_only, parametrize, test_otel_only_files_count_l
 KINDS = ["rate_limited_and_retried", "tool_raises", "dominant_sequential_tool",
          "bimodal_retriever", "duplicate_identical_calls", "growing_prompt", "expensive_model_tiny_task", "missing_usage"]
 KNOWN_GAPS = {
-    "dominant_sequential_tool": "issue 9 item 2: a tool that is most of a sequential chain is not reported",
-    "bimodal_retriever": "issue 9 item 3: a span slow in a minority of its calls is not reported",
-    "duplicate_identical_calls": "issue 9 item 5: the duplicate finding names the wrapper, not the LLM call",
-    "growing_prompt": "issue 9 item 6: growth is judged against an absolute token floor",
     "health_failed_calls_without_usage": "issue 9 item 8: health counts failed LLM calls as lacking usage",
     "otel_only_sessions": "issue 9 item 7: session.id / gen_ai.conversation.id are not read from files",
 }
-KNOWN_CONTRADICTIONS = {
-    "duplicate_names_a_wrapper": "issue 9 item 5: duplicate calls are reported on the wrapper span",
-    "duplicate_tokens_understated": "issue 9 item 5: the wrapper's copies report 0 wasted tokens",
-}
+KNOWN_CONTRADICTIONS = {}
 
 
 def pytest_generate_tests(metafunc):
