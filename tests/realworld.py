@@ -405,7 +405,8 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.db,
              "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=self.log, env=clean_env())
+            stdout=subprocess.DEVNULL, stderr=self.log, env=clean_env(),
+            start_new_session=True)  # its own process group: stop() ends uvicorn/huey children too
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -419,12 +420,23 @@ class MlflowServer:
         raise RuntimeError("mlflow server did not start")
 
     def stop(self) -> None:
+        import signal
+
         if self.proc is not None:
-            self.proc.terminate()
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)  # the group this server started, nothing else
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=20)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
             try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)  # workers that outlived their parent
+            except (ProcessLookupError, PermissionError):
+                pass
             self.proc = None
             self.log.close()
 

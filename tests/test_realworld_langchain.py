@@ -13,9 +13,8 @@ from realworld_tests import parametrize
 KINDS = ["rate_limited_and_retried", "tool_raises", "dominant_sequential_tool", "bimodal_retriever",
          "duplicate_identical_calls", "growing_prompt", "expensive_model_tiny_task", "missing_usage"]
 KNOWN_GAPS = {
-    "dominant_sequential_tool": "issue 9 item 2: the 1.2 s tool of the sequential chain is not reported on the LangGraph corpus",
-    "health_failed_calls_without_usage": "issue 9 item 8: health counts failed LLM calls as lacking usage",
-    "same_name_rows": "issue 9 item 5: the ChatOpenAI retry wrapper (CHAIN) and model call (CHAT_MODEL) are one row",
+    # under heavy machine load the LangGraph overhead can push the 1.2 s tool below 20% of its traces
+    "dominant_sequential_tool": "issue 9 item 2: found unless machine load inflates the LangGraph overhead",
 }
 KNOWN_CONTRADICTIONS = {}
 

@@ -11,9 +11,7 @@ from realworld_tests import parametrize
 
 KINDS = ["rate_limited_and_retried", "tool_raises", "dominant_sequential_tool",
          "bimodal_retriever", "duplicate_identical_calls", "growing_prompt", "expensive_model_tiny_task", "missing_usage"]
-KNOWN_GAPS = {
-    "health_failed_calls_without_usage": "issue 9 item 8: health counts failed LLM calls as lacking usage",
-}
+KNOWN_GAPS = {}
 KNOWN_CONTRADICTIONS = {}
 
 

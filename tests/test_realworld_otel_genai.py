@@ -14,8 +14,6 @@ KINDS = ["rate_limited_and_retried", "tool_raises", "dominant_sequential_tool",
          "bimodal_retriever", "duplicate_identical_calls", "growing_prompt", "expensive_model_tiny_task", "missing_usage"]
 KNOWN_GAPS = {
     "duplicate_identical_calls": "issue 9 item 5: no duplicate-call finding on the chat span (inputs in gen_ai.input.messages)",
-    "health_failed_calls_without_usage": "issue 9 item 8: health counts failed LLM calls as lacking usage",
-    "otel_only_sessions": "issue 9 item 7: session.id / gen_ai.conversation.id are not read from files",
     "rate_limited_and_retried": "issue 9 item 7: error.type is not read (the instrumentor writes \"<class 'openai.RateLimitError'>\")",
 }
 KNOWN_CONTRADICTIONS = {}
