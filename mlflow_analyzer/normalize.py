@@ -155,38 +155,21 @@ _DEPTH_SCAN_MIN = MAX_DEPTH  # a string with fewer brackets than this cannot be 
 # --- safe JSON ------------------------------------------------------------------------------
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_MISSING = object()
-_LONG_NUMBER = re.compile(r"\d{20}")  # orjson reads integers past 64 bits as floats: json decides
-_LONG_NUMBER_B = re.compile(rb"\d{20}")
 # A JSON string without escapes, quotes or control characters inside: its value is the text
 # between the quotes (most attribute values: span types, models, providers, names).
 _PLAIN_JSON_STRING = re.compile(r'"[^"\\\x00-\x1f]*"\Z')
-
-
-try:  # optional: 2-4x faster parsing of span JSON; the standard library decides every doubt
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads = None
 
 
 def load_json(text: str | bytes) -> Any:
     """``json.loads`` that fails only with ValueError: nesting past the parser's recursion
     limit and lone UTF-16 surrogates (which no UTF-8 output can encode) included.
 
-    With orjson installed it parses first; whatever orjson refuses or reads differently (NaN,
-    integers past 64 bits, lone surrogates, deep nesting) goes to ``json.loads``, so results
-    are the same."""
-    value = _MISSING
-    if _fast_loads is not None and not (_LONG_NUMBER_B if isinstance(text, bytes) else _LONG_NUMBER).search(text):
-        try:
-            value = _fast_loads(text)
-        except (ValueError, RecursionError):
-            value = _MISSING
-    if value is _MISSING:
-        try:
-            value = json.loads(text)
-        except RecursionError:
-            raise ValueError("JSON nested deeper than the parser allows") from None
+    (orjson was tried here: it reads integers past 64 bits as floats, and the scan that
+    guards against it cost more than orjson saved on span JSON.)"""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested deeper than the parser allows") from None
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
